@@ -1,0 +1,48 @@
+"""Long-text CLIP models (Long-CLIP, LLM2CLIP, ProCLIP) as first-class Hugging Face models.
+
+Importing the package registers every family with the transformers Auto classes; saved folders carry the same
+registration in `auto_map`, so they also load with `trust_remote_code=True` where this package is not installed.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+)
+
+from .configuration_longclip import LongCLIPConfig
+from .modeling_longclip import LongCLIPModel, stretch_position_embeddings
+from .processing_longclip import LongCLIPProcessor, LongTextTruncationWarning
+
+__version__ = "0.1.0"
+
+# (config, model, processor) of every family; the payload files that define them travel into saved folders.
+MODEL_FAMILIES = {
+    "longclip": (LongCLIPConfig, LongCLIPModel, LongCLIPProcessor),
+}
+
+
+def _register() -> None:
+    for model_type, (config_class, model_class, processor_class) in MODEL_FAMILIES.items():
+        AutoConfig.register(model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
+        AutoModelForZeroShotImageClassification.register(config_class, model_class, exist_ok=True)
+        AutoProcessor.register(config_class, processor_class, exist_ok=True)
+        # The configs write their own auto_map (generic and zero-shot classes); these make save_pretrained copy
+        # the payload files into the folder.
+        config_class.register_for_auto_class()
+        model_class.register_for_auto_class("AutoModel")
+        processor_class.register_for_auto_class()
+
+
+_register()
+
+__all__ = [
+    "LongCLIPConfig",
+    "LongCLIPModel",
+    "LongCLIPProcessor",
+    "LongTextTruncationWarning",
+    "MODEL_FAMILIES",
+    "stretch_position_embeddings",
+]

@@ -1,0 +1,60 @@
+"""Long-CLIP configuration: an OpenAI CLIP configuration with a stretched text position table.
+
+Part of the flat Hub payload: imports only transformers.
+"""
+
+from transformers import CLIPConfig
+
+LONGCLIP_CONTEXT_LENGTH = 248
+LONGCLIP_KEEP_POSITIONS = 20
+LONGCLIP_AUTO_MAP = {
+    "AutoConfig": "configuration_longclip.LongCLIPConfig",
+    "AutoModel": "modeling_longclip.LongCLIPModel",
+    "AutoModelForZeroShotImageClassification": "modeling_longclip.LongCLIPModel",
+}
+
+
+class LongCLIPConfig(CLIPConfig):
+    r"""
+    Configuration of a [`LongCLIPModel`]. Same fields as [`CLIPConfig`] (so every CLIP tool can read it), plus:
+
+    keep_positions (`int`, defaults to 20):
+        Leading rows of the text position table that knowledge-preserving stretching copies verbatim and
+        fine-tuning keeps frozen.
+    pca_components (`int`, defaults to 32):
+        Components kept by primary component matching of the image features for the short-caption loss.
+    label_smoothing (`float`, defaults to 0.1):
+        Label smoothing of both contrastive cross-entropies of the Long-CLIP loss.
+    short_caption_loss_weight (`float`, defaults to 1.0):
+        Weight of the short-caption term (the authors used 0.1 before May 2024, 1.0 since).
+
+    The text tower defaults to 248 positions (Long-CLIP's context length) and `logit_scale` to ln(100).
+    """
+
+    model_type = "longclip"
+
+    keep_positions: int = LONGCLIP_KEEP_POSITIONS
+    pca_components: int = 32
+    label_smoothing: float = 0.1
+    short_caption_loss_weight: float = 1.0
+    logit_scale_init_value: float | int | None = 4.6052
+
+    def __post_init__(self, **kwargs):
+        # Every saved folder loads through remote code with the generic and the zero-shot auto classes.
+        self.auto_map = {**LONGCLIP_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        if self.text_config is None:
+            self.text_config = {"max_position_embeddings": LONGCLIP_CONTEXT_LENGTH}
+        elif isinstance(self.text_config, dict):
+            self.text_config.setdefault("max_position_embeddings", LONGCLIP_CONTEXT_LENGTH)
+        super().__post_init__(**kwargs)
+        context_length = self.text_config.max_position_embeddings
+        if not 0 <= self.keep_positions <= context_length:
+            raise ValueError(
+                f"keep_positions={self.keep_positions} must lie in [0, {context_length}] "
+                f"(the text tower has {context_length} positions)."
+            )
+        if self.pca_components < 1:
+            raise ValueError(f"pca_components must be positive, got {self.pca_components}.")
+
+
+__all__ = ["LongCLIPConfig"]

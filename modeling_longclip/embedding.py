@@ -1,0 +1,80 @@
+"""From raw strings and images to L2-normalized embeddings, the same way for every model family.
+
+Part of the flat Hub payload: imports only torch and transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def pooled_features(output) -> torch.Tensor:
+    """Projected features from `get_*_features`, which returns a tensor or (transformers 5) a pooled ModelOutput."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def pool_text_windows(window_embeds: torch.Tensor, window_to_text: torch.Tensor, window_tokens: torch.Tensor, n_texts: int):
+    """Pool the windows of each long text: token-count-weighted mean of L2-normalized window embeddings, re-normalized.
+
+    A window's weight is its number of caption tokens, so a short tail window counts for what it holds.
+    """
+    normalized = F.normalize(window_embeds.float(), dim=-1) * window_tokens.float().unsqueeze(-1)
+    pooled = torch.zeros(n_texts, normalized.shape[-1], dtype=normalized.dtype, device=normalized.device)
+    pooled.index_add_(0, window_to_text.to(normalized.device), normalized)
+    return F.normalize(pooled, dim=-1)
+
+
+class EmbeddingMixin:
+    """`encode_text` / `encode_image` on top of `get_text_features` / `get_image_features`."""
+
+    _processor = None
+
+    def get_processor(self):
+        """The processor saved beside the weights (loaded once from the model's folder or Hub repo)."""
+        if self._processor is None:
+            from transformers import AutoProcessor
+
+            if not self.name_or_path:
+                raise ValueError("This model was not loaded from a folder: pass `processor=` explicitly.")
+            self._processor = AutoProcessor.from_pretrained(self.name_or_path, trust_remote_code=True)
+        return self._processor
+
+    @torch.no_grad()
+    def encode_text(self, texts: str | Sequence[str], processor=None, batch_size: int = 64, **processor_kwargs):
+        """L2-normalized text embeddings [n, dim] in float32.
+
+        Extra keyword arguments go to the processor, e.g. `long_text="window"` for texts past the context length.
+        """
+        processor = processor or self.get_processor()
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start : start + batch_size]
+            inputs = processor(text=batch, return_tensors="pt", **processor_kwargs)
+            window_to_text = inputs.pop("window_to_text", None)
+            window_tokens = inputs.pop("window_tokens", None)
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            embeds = pooled_features(self.get_text_features(**inputs))
+            if window_to_text is not None:
+                chunks.append(pool_text_windows(embeds, window_to_text, window_tokens, len(batch)))
+            else:
+                chunks.append(F.normalize(embeds.float(), dim=-1))
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def encode_image(self, images, processor=None, batch_size: int = 64):
+        """L2-normalized image embeddings [n, dim] in float32 from PIL images (or anything the processor takes)."""
+        processor = processor or self.get_processor()
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            inputs = processor(images=images[start : start + batch_size], return_tensors="pt")
+            pixel_values = inputs["pixel_values"].to(self.device, self.dtype)
+            chunks.append(F.normalize(pooled_features(self.get_image_features(pixel_values=pixel_values)).float(), dim=-1))
+        return torch.cat(chunks)
+
+
+__all__ = ["EmbeddingMixin", "pool_text_windows", "pooled_features"]
