@@ -9,10 +9,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
-from transformers import CLIPImageProcessor
 
 from modeling_longclip import LongCLIPConfig, LongCLIPModel, LongCLIPProcessor
-from modeling_longclip.converters.clip_tokenizer import build_clip_tokenizer
+from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer, clip_image_processor
 
 TINY_IMAGE_SIZE = 32
 
@@ -34,8 +33,8 @@ def tiny_longclip_config(**overrides) -> LongCLIPConfig:
     return LongCLIPConfig(**fields)
 
 
-def tiny_image_processor(size: int = TINY_IMAGE_SIZE) -> CLIPImageProcessor:
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+def tiny_image_processor(size: int = TINY_IMAGE_SIZE):
+    return clip_image_processor(size)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The OpenAI CLIP BPE tokenizer as standard Hugging Face files, built offline from open_clip's vocabulary.
+"""OpenAI CLIP preprocessing as standard Hugging Face objects: the BPE tokenizer (built offline from open_clip's
+vocabulary file) and the image processor.
 
 Long-CLIP's tokenizer is byte-identical to OpenAI CLIP's; only the context length changes (248).
 """
@@ -11,7 +12,9 @@ import json
 import tempfile
 from pathlib import Path
 
+import transformers
 from transformers import CLIPTokenizer
+from transformers.utils import is_torchvision_available
 
 BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2
@@ -62,3 +65,16 @@ def build_clip_tokenizer(context_length: int = 248, bpe_path: str | Path | None 
         vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
         return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=context_length)
+
+
+def clip_image_processor(image_size: int):
+    """OpenAI CLIP preprocessing (bicubic resize, center crop, CLIP mean/std) at `image_size`.
+
+    Without torchvision, transformers >= 5.20 names the PIL implementation `CLIPImageProcessorPil`; using it directly
+    avoids a fallback warning. Both save the same `preprocessor` files (type "CLIPImageProcessor").
+    """
+    if not is_torchvision_available() and hasattr(transformers, "CLIPImageProcessorPil"):
+        cls = transformers.CLIPImageProcessorPil
+    else:
+        cls = transformers.CLIPImageProcessor
+    return cls(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})

@@ -1,0 +1,52 @@
+"""Command lines of the converters: parse arguments, call the package, turn refusals into one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .export import DTYPES, ConversionError
+from .openai_clip import CheckpointError
+
+REFUSALS = (CheckpointError, ConversionError, FileNotFoundError, OSError)
+
+
+def run_refusing_cleanly(action) -> int:
+    """Run `action`; a refusal prints `error: ...` (no traceback) and returns 2."""
+    try:
+        action()
+    except REFUSALS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def convert_longclip_main(argv=None) -> int:
+    from .longclip import OUTPUT_FORMATS, convert_longclip
+
+    parser = argparse.ArgumentParser(
+        prog="convert_longclip",
+        description="Convert an original Long-CLIP (or OpenAI CLIP) .pt state dict into a Hugging Face folder.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="longclip-B.pt, longclip-L.pt, ... (a raw state dict)")
+    parser.add_argument("--output", required=True, help="folder to write (created atomically)")
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="longclip",
+                        help="longclip: remote-code LongCLIPModel (default); clip: a stock CLIPModel folder")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights")
+    parser.add_argument("--tokenizer", default=None,
+                        help="an existing HF CLIP tokenizer folder (default: build it from open_clip's BPE file)")
+    parser.add_argument("--keep", type=int, default=20, help="position rows kept when stretching a 77-token CLIP")
+    parser.add_argument("--ratio", type=int, default=4, help="stretch ratio for a 77-token CLIP (248 = 20 + 57 * 4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    args = parser.parse_args(argv)
+
+    def action():
+        report = convert_longclip(
+            args.checkpoint, args.output, output_format=args.format, dtype=args.dtype, tokenizer=args.tokenizer,
+            keep=args.keep, ratio=args.ratio, overwrite=args.overwrite,
+        )  # fmt: skip
+        for line in report.lines():
+            print(line)
+        print(f"wrote {args.output}")
+
+    return run_refusing_cleanly(action)

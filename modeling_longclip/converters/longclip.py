@@ -1,0 +1,199 @@
+"""Convert an original Long-CLIP (or stock OpenAI CLIP) `.pt` state dict into a Hugging Face folder, verified first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPProcessor
+
+from ..configuration_longclip import LongCLIPConfig
+from ..embedding import pooled_features
+from ..modeling_longclip import LongCLIPModel
+from ..processing_longclip import LongCLIPProcessor
+from .clip_preprocessing import build_clip_tokenizer, clip_image_processor
+from .export import ConversionError, ensure_writable, render_model_card, write_model_folder
+from .openai_clip import (
+    CheckpointError,
+    check_keys,
+    expected_text_shapes,
+    expected_vision_shapes,
+    hf_clip_config_fields,
+    infer_text_shape,
+    infer_vision_shape,
+    load_state_dict,
+    reference_image_features,
+    reference_text_features,
+    text_to_hf,
+    vision_to_hf,
+)
+
+OUTPUT_FORMATS = ("longclip", "clip")
+STOCK_CONTEXT_LENGTH = 77
+
+# Captions the parity check encodes: short, past 77 tokens, and past 248 tokens (truncated like the original).
+_SCENE = (
+    "A wide photograph of a busy harbour at dawn. Fishing boats with red and white hulls are moored along a wooden "
+    "pier while gulls circle above the masts, and a lighthouse with a green lantern stands on the rocks at the far "
+    "left. Two fishermen in yellow raincoats carry crates of silver fish toward a blue van parked near a cafe whose "
+    "striped awning is still rolled up. "
+)
+VERIFICATION_CAPTIONS = ("A cat sleeping on a sofa.", _SCENE * 2, _SCENE * 6)
+
+
+@dataclass
+class ParityReport:
+    """Max |difference| between the converted model and the independent reference, per modality."""
+
+    text_max_abs_diff: float
+    image_max_abs_diff: float
+    text_token_counts: list[int]
+    stretched_from: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        counts = ", ".join(map(str, self.text_token_counts))
+        out = [
+            f"text features:  max |diff| = {self.text_max_abs_diff:.3e} over captions of {counts} tokens",
+            f"image features: max |diff| = {self.image_max_abs_diff:.3e}",
+        ]
+        if self.stretched_from:
+            out.append(f"stretched the text position table from {self.stretched_from} rows (knowledge-preserving)")
+        return out + self.notes
+
+
+def _tolerance(reference: torch.Tensor) -> float:
+    # fp32 forward of the same math in another order: error grows with the feature scale, not with model size.
+    return 1e-4 * max(1.0, reference.abs().max().item())
+
+
+def verification_texts(tokenizer, context_length: int, captions=VERIFICATION_CAPTIONS):
+    """(input_ids, attention_mask, untruncated token counts), truncated like the original tokenizer."""
+    full = tokenizer(list(captions), truncation=False, verbose=False)["input_ids"]
+    ids = [s if len(s) <= context_length else [*s[: context_length - 1], tokenizer.eos_token_id] for s in full]
+    padded = tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
+    return padded["input_ids"], padded["attention_mask"], [len(s) for s in full]
+
+
+def verify_against_reference(model: CLIPModel, state_dict, texts, keep: int) -> ParityReport:
+    """Compare `model` with the reference forward on the original keys; raise ConversionError past tolerance."""
+    input_ids, attention_mask, counts = texts
+    vision = model.config.vision_config
+    pixels = torch.randn(2, 3, vision.image_size, vision.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        text = pooled_features(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+        image = pooled_features(model.get_image_features(pixel_values=pixels))
+    ref_text = reference_text_features(state_dict, input_ids, keep)
+    ref_image = reference_image_features(state_dict, pixels)
+    report = ParityReport((text - ref_text).abs().max().item(), (image - ref_image).abs().max().item(), counts)
+    if report.text_max_abs_diff > _tolerance(ref_text) or report.image_max_abs_diff > _tolerance(ref_image):
+        raise ConversionError(
+            "converted model disagrees with the reference forward of the original checkpoint: "
+            + "; ".join(report.lines()[:2])
+        )
+    return report
+
+
+def load_tokenizer(tokenizer: str | Path | None, context_length: int, vocab_size: int):
+    tok = build_clip_tokenizer(context_length) if tokenizer is None else AutoTokenizer.from_pretrained(tokenizer)
+    tok.model_max_length = context_length
+    if len(tok) != vocab_size:
+        raise CheckpointError(f"the tokenizer has {len(tok)} tokens but the checkpoint's vocabulary has {vocab_size}.")
+    return tok
+
+
+def convert_longclip(
+    checkpoint: str | Path,
+    output: str | Path,
+    output_format: str = "longclip",
+    dtype: str = "float32",
+    tokenizer: str | Path | None = None,
+    keep: int = 20,
+    ratio: int = 4,
+    overwrite: bool = False,
+) -> ParityReport:
+    """Read, verify against the reference forward, then write `output` atomically. Raises before writing anything."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ConversionError(f"--format must be one of {OUTPUT_FORMATS}, got {output_format!r}.")
+    ensure_writable(output, overwrite)
+    checkpoint = Path(checkpoint)
+    state_dict = {k: v.float() for k, v in load_state_dict(checkpoint).items()}
+    is_longclip = "positional_embedding_res" in state_dict
+    try:
+        vision, text = infer_vision_shape(state_dict), infer_text_shape(state_dict)
+    except CheckpointError as error:
+        raise CheckpointError(f"{checkpoint}: {error}") from None
+    check_keys(
+        state_dict,
+        {**expected_vision_shapes(vision), **expected_text_shapes(text, with_residual_table=is_longclip), "logit_scale": ()},
+        str(checkpoint),
+    )
+    hf_state = {**vision_to_hf(state_dict, vision), **text_to_hf(state_dict, text, keep), "logit_scale": state_dict["logit_scale"]}
+    fields = hf_clip_config_fields(vision, text)
+    config = LongCLIPConfig(**fields, keep_positions=min(keep, text.context_length), logit_scale_init_value=float(hf_state["logit_scale"]))
+    model = LongCLIPModel(config).eval()
+    model.load_state_dict(hf_state, strict=True)
+    source_tokenizer = load_tokenizer(tokenizer, text.context_length, text.vocab_size)
+    report = verify_against_reference(model, state_dict, verification_texts(source_tokenizer, text.context_length), keep)
+
+    if not is_longclip:  # a stock CLIP: stretch, then check it still agrees wherever the original table was kept
+        model = LongCLIPModel.from_clip(model, keep=keep, ratio=ratio).eval()
+        short = verification_texts(source_tokenizer, keep, ("a cat", "a photo of a dog on the grass"))
+        stretched = verify_against_reference(model, state_dict, short, keep)
+        report.stretched_from = text.context_length
+        report.notes.append(
+            f"after stretching: image |diff| = {stretched.image_max_abs_diff:.3e}, text |diff| = "
+            f"{stretched.text_max_abs_diff:.3e} on captions within the {keep} kept positions"
+        )
+    context = model.config.text_config.max_position_embeddings
+    final_tokenizer = load_tokenizer(tokenizer, context, text.vocab_size)
+    image_processor = clip_image_processor(vision.image_size)
+    if output_format == "clip":
+        clip = CLIPModel(CLIPConfig(**_clip_fields(model)))
+        clip.load_state_dict(model.state_dict(), strict=True)
+        model, processor = clip.eval(), CLIPProcessor(image_processor, final_tokenizer)
+    else:
+        processor = LongCLIPProcessor(image_processor, final_tokenizer)
+    card = render_model_card(
+        "longclip",
+        source=checkpoint.name,
+        output_format=output_format,
+        context_length=context,
+        keep_positions=model.config.keep_positions if output_format == "longclip" else keep,
+        vision=f"ViT, width {vision.width}, {vision.layers} layers, patch {vision.patch_size}, {vision.image_size} px",
+        text=f"width {text.width}, {text.layers} layers, {context} positions",
+        projection_dim=vision.output_dim,
+        dtype=dtype,
+        parity="\n".join(f"- {line}" for line in report.lines()),
+        load_snippet=_load_snippet(output_format),
+    )
+    write_model_folder(model, processor, output, card, dtype=dtype, overwrite=overwrite)
+    return report
+
+
+def _clip_fields(model: LongCLIPModel) -> dict:
+    config = model.config
+    return {
+        "text_config": config.text_config.to_dict(),
+        "vision_config": config.vision_config.to_dict(),
+        "projection_dim": config.projection_dim,
+        "logit_scale_init_value": config.logit_scale_init_value,
+    }
+
+
+def _load_snippet(output_format: str) -> str:
+    if output_format == "clip":
+        return (
+            "from transformers import CLIPModel, CLIPProcessor\n\n"
+            'model = CLIPModel.from_pretrained("REPO_OR_FOLDER")\n'
+            'processor = CLIPProcessor.from_pretrained("REPO_OR_FOLDER")\n'
+            "inputs = processor(text=[caption], images=image, return_tensors=\"pt\", padding=True, truncation=True)"
+        )
+    return (
+        "from transformers import AutoModel\n\n"
+        'model = AutoModel.from_pretrained("REPO_OR_FOLDER", trust_remote_code=True)\n'
+        "text_embeds = model.encode_text([caption])          # L2-normalized, up to 248 tokens\n"
+        "image_embeds = model.encode_image([image])          # PIL images\n"
+        "similarity = text_embeds @ image_embeds.T"
+    )

@@ -1,0 +1,320 @@
+"""Reading OpenAI-format CLIP checkpoints (OpenAI CLIP, Long-CLIP, the vision half of ProCLIP).
+
+Three jobs, each in one place: load a `.pt` safely and say clearly what is wrong with it; infer every dimension from
+the tensor shapes; map the keys to the transformers `CLIPModel` layout. `reference_*` re-implement the original
+forward directly on the original keys (plain torch, no transformers), so converters can verify what they built
+against something that shares no code with it.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+class CheckpointError(ValueError):
+    """The input is not a checkpoint this converter understands; the message names the file, key or shape."""
+
+
+# Entries some OpenAI exports keep in the state dict although they are not weights.
+NON_WEIGHT_KEYS = {"input_resolution", "context_length", "vocab_size"}
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a raw `.pt` state dict with `weights_only=True`, unwrapping `{"state_dict": ...}` and `module.` prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every unreadable file gets the same clear message
+        hint = ""
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if any(name.endswith("constants.pkl") for name in archive.namelist()):
+                    hint = (
+                        " It is a TorchScript archive (like OpenAI's released ViT files): export its state dict with "
+                        "`torch.jit.load(path, map_location='cpu').state_dict()` and `torch.save` it first."
+                    )
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error}).{hint}")
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict) and not torch.is_tensor(obj.get(wrapper)):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}.")
+    state_dict = {}
+    for key, value in obj.items():
+        key = key[len("module.") :] if key.startswith("module.") else key
+        if key in NON_WEIGHT_KEYS:
+            continue
+        if not torch.is_tensor(value):
+            raise CheckpointError(f"{path}: entry `{key}` is a {type(value).__name__}, not a tensor.")
+        state_dict[key] = value
+    return state_dict
+
+
+def count_layers(state_dict: dict, prefix: str) -> int:
+    """Number of `{prefix}{i}.` blocks; their indices must run 0..n-1."""
+    indices = {int(k[len(prefix) :].split(".")[0]) for k in state_dict if k.startswith(prefix)}
+    if indices != set(range(len(indices))):
+        raise CheckpointError(f"blocks under `{prefix}` are not numbered 0..n-1: {sorted(indices)}")
+    return len(indices)
+
+
+def head_count(width: int, what: str) -> int:
+    if width % 64:
+        raise CheckpointError(f"{what} width {width} is not a multiple of 64 (heads = width / 64).")
+    return width // 64
+
+
+@dataclass(frozen=True)
+class TowerShape:
+    width: int
+    layers: int
+    heads: int
+    mlp_width: int
+
+
+@dataclass(frozen=True)
+class VisionShape(TowerShape):
+    patch_size: int
+    image_size: int
+    output_dim: int
+
+
+@dataclass(frozen=True)
+class TextShape(TowerShape):
+    vocab_size: int
+    context_length: int
+    output_dim: int
+
+
+def _require(state_dict: dict, key: str, ndim: int | None = None) -> torch.Tensor:
+    if key not in state_dict:
+        raise CheckpointError(f"missing key `{key}`.")
+    tensor = state_dict[key]
+    if ndim is not None and tensor.ndim != ndim:
+        raise CheckpointError(f"`{key}` has shape {list(tensor.shape)}, expected {ndim} dimensions.")
+    return tensor
+
+
+def infer_vision_shape(state_dict: dict, prefix: str = "visual.") -> VisionShape:
+    if any(k.startswith(f"{prefix}layer1.") for k in state_dict):
+        raise CheckpointError("ResNet image towers (RN50, ...) are not supported: only ViT checkpoints.")
+    conv = _require(state_dict, f"{prefix}conv1.weight", 4)
+    width, patch = conv.shape[0], conv.shape[-1]
+    positions = _require(state_dict, f"{prefix}positional_embedding", 2).shape[0]
+    grid = math.isqrt(positions - 1)
+    if grid * grid != positions - 1:
+        raise CheckpointError(f"`{prefix}positional_embedding` has {positions} rows, not a square grid + 1.")
+    layers = count_layers(state_dict, f"{prefix}transformer.resblocks.")
+    mlp_width = _require(state_dict, f"{prefix}transformer.resblocks.0.mlp.c_fc.weight", 2).shape[0]
+    output_dim = _require(state_dict, f"{prefix}proj", 2).shape[1]
+    return VisionShape(width, layers, head_count(width, "vision"), mlp_width, patch, grid * patch, output_dim)
+
+
+def infer_text_shape(state_dict: dict) -> TextShape:
+    vocab_size, width = _require(state_dict, "token_embedding.weight", 2).shape
+    context_length = _require(state_dict, "positional_embedding", 2).shape[0]
+    layers = count_layers(state_dict, "transformer.resblocks.")
+    mlp_width = _require(state_dict, "transformer.resblocks.0.mlp.c_fc.weight", 2).shape[0]
+    output_dim = _require(state_dict, "text_projection", 2).shape[1]
+    return TextShape(width, layers, head_count(width, "text"), mlp_width, vocab_size, context_length, output_dim)
+
+
+def _block_shapes(prefix: str, shape: TowerShape) -> dict[str, tuple[int, ...]]:
+    w, m = shape.width, shape.mlp_width
+    shapes = {}
+    for i in range(shape.layers):
+        p = f"{prefix}{i}."
+        shapes.update(
+            {
+                f"{p}ln_1.weight": (w,), f"{p}ln_1.bias": (w,), f"{p}ln_2.weight": (w,), f"{p}ln_2.bias": (w,),
+                f"{p}attn.in_proj_weight": (3 * w, w), f"{p}attn.in_proj_bias": (3 * w,),
+                f"{p}attn.out_proj.weight": (w, w), f"{p}attn.out_proj.bias": (w,),
+                f"{p}mlp.c_fc.weight": (m, w), f"{p}mlp.c_fc.bias": (m,),
+                f"{p}mlp.c_proj.weight": (w, m), f"{p}mlp.c_proj.bias": (w,),
+            }
+        )  # fmt: skip
+    return shapes
+
+
+def expected_vision_shapes(shape: VisionShape, prefix: str = "visual.") -> dict[str, tuple[int, ...]]:
+    w = shape.width
+    shapes = {
+        f"{prefix}conv1.weight": (w, 3, shape.patch_size, shape.patch_size),
+        f"{prefix}class_embedding": (w,),
+        f"{prefix}positional_embedding": ((shape.image_size // shape.patch_size) ** 2 + 1, w),
+        f"{prefix}ln_pre.weight": (w,), f"{prefix}ln_pre.bias": (w,),
+        f"{prefix}ln_post.weight": (w,), f"{prefix}ln_post.bias": (w,),
+        f"{prefix}proj": (w, shape.output_dim),
+    }  # fmt: skip
+    shapes.update(_block_shapes(f"{prefix}transformer.resblocks.", shape))
+    return shapes
+
+
+def expected_text_shapes(shape: TextShape, with_residual_table: bool) -> dict[str, tuple[int, ...]]:
+    w = shape.width
+    shapes = {
+        "token_embedding.weight": (shape.vocab_size, w),
+        "positional_embedding": (shape.context_length, w),
+        "ln_final.weight": (w,), "ln_final.bias": (w,),
+        "text_projection": (w, shape.output_dim),
+    }  # fmt: skip
+    if with_residual_table:
+        shapes["positional_embedding_res"] = (shape.context_length, w)
+    shapes.update(_block_shapes("transformer.resblocks.", shape))
+    return shapes
+
+
+def check_keys(state_dict: dict, expected: dict[str, tuple[int, ...]], source: str, extra_ok: tuple[str, ...] = ()):
+    """One error naming every missing key, unexpected key and wrong shape."""
+    problems = []
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(k for k in set(state_dict) - set(expected) if not k.startswith(extra_ok))
+    if missing:
+        problems.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+    for key, shape in expected.items():
+        if key in state_dict and tuple(state_dict[key].shape) != shape:
+            problems.append(f"`{key}` has shape {list(state_dict[key].shape)}, expected {list(shape)}")
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems) + ".")
+
+
+def merged_position_table(state_dict: dict, keep: int) -> torch.Tensor:
+    """Long-CLIP's effective text position table: rows < keep of the frozen table, the rest of the trained one."""
+    table = state_dict["positional_embedding"]
+    if "positional_embedding_res" not in state_dict:
+        return table
+    return torch.cat([table[:keep], state_dict["positional_embedding_res"][keep:]])
+
+
+def _map_blocks(state_dict: dict, source: str, target: str, layers: int) -> dict[str, torch.Tensor]:
+    mapped = {}
+    for i in range(layers):
+        s, t = f"{source}{i}.", f"{target}{i}."
+        q, k, v = state_dict[f"{s}attn.in_proj_weight"].chunk(3, dim=0)
+        qb, kb, vb = state_dict[f"{s}attn.in_proj_bias"].chunk(3, dim=0)
+        mapped.update(
+            {
+                f"{t}self_attn.q_proj.weight": q, f"{t}self_attn.k_proj.weight": k, f"{t}self_attn.v_proj.weight": v,
+                f"{t}self_attn.q_proj.bias": qb, f"{t}self_attn.k_proj.bias": kb, f"{t}self_attn.v_proj.bias": vb,
+                f"{t}self_attn.out_proj.weight": state_dict[f"{s}attn.out_proj.weight"],
+                f"{t}self_attn.out_proj.bias": state_dict[f"{s}attn.out_proj.bias"],
+                f"{t}layer_norm1.weight": state_dict[f"{s}ln_1.weight"], f"{t}layer_norm1.bias": state_dict[f"{s}ln_1.bias"],
+                f"{t}layer_norm2.weight": state_dict[f"{s}ln_2.weight"], f"{t}layer_norm2.bias": state_dict[f"{s}ln_2.bias"],
+                f"{t}mlp.fc1.weight": state_dict[f"{s}mlp.c_fc.weight"], f"{t}mlp.fc1.bias": state_dict[f"{s}mlp.c_fc.bias"],
+                f"{t}mlp.fc2.weight": state_dict[f"{s}mlp.c_proj.weight"], f"{t}mlp.fc2.bias": state_dict[f"{s}mlp.c_proj.bias"],
+            }
+        )  # fmt: skip
+    return mapped
+
+
+def vision_to_hf(state_dict: dict, shape: VisionShape, prefix: str = "visual.") -> dict[str, torch.Tensor]:
+    """OpenAI `visual.*` keys -> transformers `vision_model.*` + `visual_projection.weight`."""
+    p = prefix
+    mapped = {
+        "vision_model.embeddings.patch_embedding.weight": state_dict[f"{p}conv1.weight"],
+        "vision_model.embeddings.class_embedding": state_dict[f"{p}class_embedding"],
+        "vision_model.embeddings.position_embedding.weight": state_dict[f"{p}positional_embedding"],
+        "vision_model.pre_layrnorm.weight": state_dict[f"{p}ln_pre.weight"],
+        "vision_model.pre_layrnorm.bias": state_dict[f"{p}ln_pre.bias"],
+        "vision_model.post_layernorm.weight": state_dict[f"{p}ln_post.weight"],
+        "vision_model.post_layernorm.bias": state_dict[f"{p}ln_post.bias"],
+        "visual_projection.weight": state_dict[f"{p}proj"].t(),
+    }
+    mapped.update(_map_blocks(state_dict, f"{p}transformer.resblocks.", "vision_model.encoder.layers.", shape.layers))
+    return {k: v.contiguous() for k, v in mapped.items()}
+
+
+def text_to_hf(state_dict: dict, shape: TextShape, keep: int) -> dict[str, torch.Tensor]:
+    """OpenAI text keys -> transformers `text_model.*` + `text_projection.weight` (position tables merged)."""
+    mapped = {
+        "text_model.embeddings.token_embedding.weight": state_dict["token_embedding.weight"],
+        "text_model.embeddings.position_embedding.weight": merged_position_table(state_dict, keep),
+        "text_model.final_layer_norm.weight": state_dict["ln_final.weight"],
+        "text_model.final_layer_norm.bias": state_dict["ln_final.bias"],
+        "text_projection.weight": state_dict["text_projection"].t(),
+    }
+    mapped.update(_map_blocks(state_dict, "transformer.resblocks.", "text_model.encoder.layers.", shape.layers))
+    return {k: v.contiguous() for k, v in mapped.items()}
+
+
+def hf_clip_config_fields(vision: VisionShape, text: TextShape | None) -> dict:
+    """`CLIPConfig` keyword arguments (text_config, vision_config, projection_dim) for these shapes."""
+    fields = {
+        "vision_config": dict(
+            hidden_size=vision.width, intermediate_size=vision.mlp_width, num_hidden_layers=vision.layers,
+            num_attention_heads=vision.heads, patch_size=vision.patch_size, image_size=vision.image_size,
+            projection_dim=vision.output_dim, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+        ),
+        "projection_dim": vision.output_dim,
+    }  # fmt: skip
+    if text is not None:
+        fields["text_config"] = dict(
+            hidden_size=text.width, intermediate_size=text.mlp_width, num_hidden_layers=text.layers,
+            num_attention_heads=text.heads, vocab_size=text.vocab_size, max_position_embeddings=text.context_length,
+            projection_dim=text.output_dim, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+        )  # fmt: skip
+    return fields
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Independent reference: the original OpenAI / Long-CLIP forward on the original keys, fp32, no transformers.
+
+
+def _reference_blocks(x: torch.Tensor, state_dict: dict, prefix: str, layers: int, heads: int, causal: bool):
+    for i in range(layers):
+        p = f"{prefix}{i}."
+        h = F.layer_norm(x, x.shape[-1:], state_dict[f"{p}ln_1.weight"], state_dict[f"{p}ln_1.bias"], 1e-5)
+        q, k, v = F.linear(h, state_dict[f"{p}attn.in_proj_weight"], state_dict[f"{p}attn.in_proj_bias"]).chunk(3, -1)
+        b, n, w = q.shape
+        q, k, v = (t.reshape(b, n, heads, w // heads).transpose(1, 2) for t in (q, k, v))
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(w // heads)
+        if causal:
+            scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+        attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, w)
+        x = x + F.linear(attended, state_dict[f"{p}attn.out_proj.weight"], state_dict[f"{p}attn.out_proj.bias"])
+        h = F.layer_norm(x, x.shape[-1:], state_dict[f"{p}ln_2.weight"], state_dict[f"{p}ln_2.bias"], 1e-5)
+        h = F.linear(h, state_dict[f"{p}mlp.c_fc.weight"], state_dict[f"{p}mlp.c_fc.bias"])
+        h = h * torch.sigmoid(1.702 * h)  # QuickGELU
+        x = x + F.linear(h, state_dict[f"{p}mlp.c_proj.weight"], state_dict[f"{p}mlp.c_proj.bias"])
+    return x
+
+
+@torch.no_grad()
+def reference_text_features(state_dict: dict, token_ids: torch.Tensor, keep: int = 20) -> torch.Tensor:
+    """Original Long-CLIP text forward: ids padded with 0 to the full context, 0/1 masks over the two tables."""
+    sd = {k: v.float() for k, v in state_dict.items()}
+    context = sd["positional_embedding"].shape[0]
+    ids = F.pad(token_ids, (0, context - token_ids.shape[1]), value=0)
+    rows = torch.arange(context).unsqueeze(1)
+    positions = sd["positional_embedding"] * (rows < keep) if "positional_embedding_res" in sd else sd["positional_embedding"]
+    if "positional_embedding_res" in sd:
+        positions = positions + sd["positional_embedding_res"] * (rows >= keep)
+    x = sd["token_embedding.weight"][ids] + positions
+    layers = count_layers(sd, "transformer.resblocks.")
+    x = _reference_blocks(x, sd, "transformer.resblocks.", layers, sd["ln_final.weight"].shape[0] // 64, causal=True)
+    x = F.layer_norm(x, x.shape[-1:], sd["ln_final.weight"], sd["ln_final.bias"], 1e-5)
+    return x[torch.arange(x.shape[0]), ids.argmax(dim=-1)] @ sd["text_projection"]
+
+
+@torch.no_grad()
+def reference_image_features(state_dict: dict, pixel_values: torch.Tensor, prefix: str = "visual.") -> torch.Tensor:
+    """Original OpenAI ViT forward: patchify, class token, positions, ln_pre, blocks, ln_post on the class token."""
+    sd = {k[len(prefix) :]: v.float() for k, v in state_dict.items() if k.startswith(prefix)}
+    x = F.conv2d(pixel_values.float(), sd["conv1.weight"], stride=sd["conv1.weight"].shape[-1])
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([sd["class_embedding"].expand(x.shape[0], 1, -1), x], dim=1) + sd["positional_embedding"]
+    x = F.layer_norm(x, x.shape[-1:], sd["ln_pre.weight"], sd["ln_pre.bias"], 1e-5)
+    layers = count_layers(sd, "transformer.resblocks.")
+    x = _reference_blocks(x, sd, "transformer.resblocks.", layers, sd["ln_pre.weight"].shape[0] // 64, causal=False)
+    x = F.layer_norm(x[:, 0], x.shape[-1:], sd["ln_post.weight"], sd["ln_post.bias"], 1e-5)
+    return x @ sd["proj"]

@@ -1,0 +1,39 @@
+"""Random checkpoints in the authors' original formats, for the offline demo and the tests.
+
+They exercise converters exactly like a downloaded file would: same keys, same shapes, same two position tables
+(Long-CLIP), with the rows the original never reads filled with large garbage so a wrong merge cannot pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .openai_clip import TextShape, VisionShape, expected_text_shapes, expected_vision_shapes
+
+TINY_VISION = VisionShape(width=64, layers=2, heads=1, mlp_width=256, patch_size=8, image_size=32, output_dim=32)
+TINY_TEXT = TextShape(width=64, layers=2, heads=1, mlp_width=256, vocab_size=49408, context_length=248, output_dim=32)
+
+
+def random_openai_clip_state_dict(
+    vision: VisionShape = TINY_VISION,
+    text: TextShape = TINY_TEXT,
+    longclip: bool = True,
+    keep: int = 20,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A random fp32 state dict with OpenAI CLIP keys; `longclip=True` adds `positional_embedding_res`."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {**expected_vision_shapes(vision), **expected_text_shapes(text, with_residual_table=longclip)}
+    state_dict = {}
+    for key, shape in shapes.items():
+        if key.endswith(("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "ln_final.weight")):
+            value = 1.0 + 0.1 * torch.randn(shape, generator=generator)
+        else:
+            scale = shape[-1] ** -0.5 if len(shape) > 1 else 0.02
+            value = scale * torch.randn(shape, generator=generator)
+        state_dict[key] = value
+    state_dict["logit_scale"] = torch.tensor(4.6052)
+    if longclip:  # rows the original masks out: garbage that would dominate the features if read
+        state_dict["positional_embedding"][keep:] = 50.0 * torch.randn(text.context_length - keep, text.width, generator=generator)
+        state_dict["positional_embedding_res"][:keep] = -50.0 * torch.randn(keep, text.width, generator=generator)
+    return state_dict
