@@ -21,19 +21,22 @@ def distributed_world() -> tuple[int, int]:
     return 0, 1
 
 
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate `tensor` from all processes along dim 0, keeping the autograd graph to every copy."""
-    _, world_size = distributed_world()
+def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate `tensor` from all processes along dim 0, keeping the autograd graph to every copy.
+
+    Local batches may differ in size (a process whose data loader skipped broken rows): they are padded for the
+    collective and trimmed again. Returns the global tensor and the offset of this process's rows in it.
+    """
+    rank, world_size = distributed_world()
     if world_size == 1:
-        return tensor
-    sizes = [torch.zeros((), dtype=torch.long, device=tensor.device) for _ in range(world_size)]
-    torch.distributed.all_gather(sizes, torch.tensor(tensor.shape[0], device=tensor.device))
-    if len({int(size) for size in sizes}) != 1:
-        raise ValueError(
-            f"Global-batch contrastive loss needs the same local batch size on every process, got "
-            f"{[int(size) for size in sizes]}; drop the last incomplete batch (dataloader_drop_last=True)."
-        )
-    return torch.cat(torch.distributed.nn.functional.all_gather(tensor), dim=0)
+        return tensor, 0
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    torch.distributed.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    padded = F.pad(tensor, (0, 0, 0, max(sizes) - tensor.shape[0]))
+    parts = torch.distributed.nn.functional.all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:rank])
 
 
 def contrastive_loss(
@@ -46,11 +49,10 @@ def contrastive_loss(
 
     `logit_scale` is the multiplier (already exponentiated). Each direction's cross-entropy is averaged (1/2).
     """
-    rank, _ = distributed_world()
-    all_images = gather_with_grad(image_embeds)
-    all_texts = gather_with_grad(text_embeds)
+    all_images, offset = gather_with_grad(image_embeds)
+    all_texts, _ = gather_with_grad(text_embeds)
     batch = image_embeds.shape[0]
-    targets = torch.arange(batch, device=image_embeds.device) + rank * batch
+    targets = torch.arange(batch, device=image_embeds.device) + offset
     logits_per_image = logit_scale * image_embeds @ all_texts.t()
     logits_per_text = logit_scale * text_embeds @ all_images.t()
     return 0.5 * (

@@ -50,6 +50,24 @@ def stretch_position_embeddings(
     return torch.cat([head, interpolated, tail]).to(table.dtype)
 
 
+class PartiallyFrozenEmbedding(nn.Embedding):
+    """A position table whose first `keep` rows never receive a gradient (Long-CLIP keeps them as in CLIP).
+
+    The rows are detached inside `forward`, so this holds under any training loop or engine (DDP, DeepSpeed, FSDP);
+    the parameter and its state-dict key stay those of a plain `nn.Embedding`.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, keep: int):
+        super().__init__(num_embeddings, embedding_dim)
+        self.keep = keep
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if self.keep and weight.requires_grad:
+            weight = torch.cat([weight[: self.keep].detach(), weight[self.keep :]])
+        return nn.functional.embedding(position_ids, weight)
+
+
 def _clip_config_as_longclip(clip_config: CLIPConfig, **overrides) -> LongCLIPConfig:
     fields = {
         "text_config": clip_config.text_config.to_dict(),
@@ -67,6 +85,11 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
 
     def __init__(self, config: LongCLIPConfig):
         super().__init__(config)
+        embeddings = self.text_model.embeddings
+        table = embeddings.position_embedding
+        frozen = PartiallyFrozenEmbedding(table.num_embeddings, table.embedding_dim, config.keep_positions)
+        frozen.weight = table.weight
+        embeddings.position_embedding = frozen
 
     @classmethod
     def from_clip(
@@ -141,4 +164,4 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         return outputs
 
 
-__all__ = ["LongCLIPModel", "stretch_position_embeddings"]
+__all__ = ["LongCLIPModel", "PartiallyFrozenEmbedding", "stretch_position_embeddings"]
