@@ -21,6 +21,23 @@ def distributed_world() -> tuple[int, int]:
     return 0, 1
 
 
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every process's gradient for the local rows (all_reduce works on gloo too)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.rows = torch.distributed.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Concatenate `tensor` from all processes along dim 0, keeping the autograd graph to every copy.
 
@@ -35,7 +52,7 @@ def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     torch.distributed.all_gather(sizes, size)
     sizes = [int(s) for s in sizes]
     padded = F.pad(tensor, (0, 0, 0, max(sizes) - tensor.shape[0]))
-    parts = torch.distributed.nn.functional.all_gather(padded)
+    parts = _AllGatherWithGrad.apply(padded).split(max(sizes))
     return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:rank])
 
 
