@@ -131,4 +131,4 @@ def test_two_processes_equal_one_process_on_the_same_split(tmp_path):
     for name, param in model.named_parameters():
         if param.grad is not None:
             scale = param.grad.abs().max().item()  # fp32 sums in another order: compare against the tensor's scale
-            assert (distributed["grads"][name] - param.grad).abs().max().item() <= 1e-5 * scale + 1e-7, name
+            assert (distributed["grads"][name] - param.grad).abs().max().item() <= 1e-5 * scale + 1e-6, name
