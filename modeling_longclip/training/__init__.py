@@ -1,0 +1,1 @@
+"""Training glue around transformers' Trainer: data loading, collation, the trainer subclass and the CLIs."""

@@ -1,0 +1,136 @@
+"""Image-caption training data through `datasets`, in every layout users have.
+
+Every loader returns a dataset whose rows hold an undecoded image reference (`image`: a path string, or a dict with
+`path` / `bytes`) and the caption texts (`caption`, optional `short_caption`). Images are decoded later, in the
+DataLoader workers, by the collator, which also skips and counts broken rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import datasets
+
+SHAREGPT4V_TEST_RECORDS = 1000
+DATASET_FORMATS = ("auto", "sharegpt4v", "imagefolder")
+
+
+class DataError(ValueError):
+    """The training data is missing or malformed; the message names the file, column or record."""
+
+
+def short_caption_of(caption: str) -> str:
+    """Long-CLIP's short caption: the text before the first ". " of the long caption."""
+    return caption.split(". ", 1)[0]
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Expand webdataset shard patterns such as `data/{00000..00099}.tar` (zero padding kept) and `{a,b}`."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    body, head, tail = match.group(1), pattern[: match.start()], pattern[match.end() :]
+    numeric = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if numeric:
+        first, last = numeric.groups()
+        width = len(first) if first.startswith("0") else 0
+        options = [str(i).zfill(width) for i in range(int(first), int(last) + 1)]
+    else:
+        options = body.split(",")
+    return list(itertools.chain.from_iterable(expand_braces(head + option + tail) for option in options))
+
+
+def _rename(dataset, column: str, target: str, source: str):
+    names = dataset.column_names or []
+    if column not in names:
+        raise DataError(f"{source}: no column `{column}` (columns: {names}); set it with --{target}_column.")
+    return dataset.rename_column(column, target) if column != target else dataset
+
+
+def load_caption_file(path: str | Path, image_column="image", caption_column="caption", short_caption_column=None):
+    """JSON lines / JSON / CSV with an image path column and a caption column (and optionally a short caption)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file.")
+    builder = "csv" if path.suffix.lower() in (".csv", ".tsv") else "json"
+    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    try:
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as error:  # noqa: BLE001 - any parse failure: one clear message
+        raise DataError(f"{path}: cannot be read as {builder.upper()} ({type(error).__name__}: {error}).") from None
+    dataset = _rename(dataset, image_column, "image", str(path))
+    dataset = _rename(dataset, caption_column, "caption", str(path))
+    if short_caption_column:
+        dataset = _rename(dataset, short_caption_column, "short_caption", str(path))
+    keep = [c for c in ("image", "caption", "short_caption") if c in dataset.column_names]
+    return dataset.select_columns(keep)
+
+
+def sharegpt4v_caption(record: dict, index: int, source: str) -> str:
+    try:
+        return record["conversations"][1]["value"].replace("\n", " ")
+    except (KeyError, IndexError, TypeError):
+        raise DataError(f"{source}: record {index} has no `conversations[1].value` caption.") from None
+
+
+def load_sharegpt4v(path: str | Path, split: str = "train"):
+    """The authors' share-captioner json: records [0:1000] are the held-out test set, training uses the rest."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file.")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error}).") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of ShareGPT4V records, got {type(records).__name__}.")
+    chosen = range(SHAREGPT4V_TEST_RECORDS, len(records)) if split == "train" else range(min(SHAREGPT4V_TEST_RECORDS, len(records)))
+    rows = {"image": [], "caption": []}
+    for index in chosen:
+        record = records[index]
+        if not isinstance(record, dict) or "image" not in record:
+            raise DataError(f"{path}: record {index} has no `image` field.")
+        rows["image"].append(record["image"])
+        rows["caption"].append(sharegpt4v_caption(record, index, str(path)))
+    return datasets.Dataset.from_dict(rows)
+
+
+def load_imagefolder(data_dir: str | Path, caption_column="caption", short_caption_column=None):
+    """`imagefolder` with a metadata.jsonl (`file_name` + caption columns); images stay undecoded."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "metadata.jsonl").is_file() and not (data_dir / "metadata.csv").is_file():
+        raise DataError(f"{data_dir}: an imagefolder needs metadata.jsonl (or metadata.csv) with file_name and captions.")
+    dataset = datasets.load_dataset("imagefolder", data_dir=str(data_dir), split="train")
+    dataset = dataset.cast_column("image", datasets.Image(decode=False))
+    dataset = _rename(dataset, caption_column, "caption", str(data_dir))
+    if short_caption_column:
+        dataset = _rename(dataset, short_caption_column, "short_caption", str(data_dir))
+    keep = [c for c in ("image", "caption", "short_caption") if c in dataset.column_names]
+    return dataset.select_columns(keep)
+
+
+def load_webdataset(shards: str, caption_key: str = "txt", image_keys=("jpg", "jpeg", "png", "webp")):
+    """Webdataset tar shards, streamed: each sample's image bytes and its caption (`.txt`, or `caption` in `.json`)."""
+    files = expand_braces(shards)
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(files)} shards do not exist, first: {missing[0]}")
+    stream = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", streaming=True)
+    features = dict(stream.features or {})
+    image_key = next((k for k in image_keys if k in features), None)
+    if image_key is None:
+        raise DataError(f"{files[0]}: no image entry ({', '.join(image_keys)}) in the samples; keys: {sorted(features)}")
+    if caption_key not in features and "json" not in features:
+        raise DataError(f"{files[0]}: no `.{caption_key}` caption entry in the samples; keys: {sorted(features)}")
+    stream = stream.cast_column(image_key, datasets.Image(decode=False))
+
+    def to_row(sample):
+        caption = sample.get(caption_key)
+        if caption is None and isinstance(sample.get("json"), dict):
+            caption = sample["json"].get("caption")
+        return {"image": sample[image_key], "caption": caption or ""}
+
+    return stream.map(to_row, remove_columns=list(features))

@@ -1,0 +1,179 @@
+"""`longclip-train`: fine-tune Long-CLIP with the authors' recipe through transformers' Trainer.
+
+    longclip-train --model_name_or_path LongCLIP-B-hf --train_file data.jsonl --image_root images/ \
+        --output_dir runs/longclip --per_device_train_batch_size 128 --num_train_epochs 1 --bf16
+
+Every standard `TrainingArguments` flag keeps its transformers meaning; the defaults follow the authors (AdamW
+lr 1e-6, weight decay 0.01, 200 warmup steps then cosine). Launch on several GPUs or nodes with `torchrun` or
+`accelerate launch`; DeepSpeed and FSDP come through `--deepspeed` / `--fsdp` (configs/ has ready files).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, HfArgumentParser, TrainingArguments, set_seed
+
+from ..converters.export import render_model_card
+from ..hub import validate_model_folder
+from ..modeling_longclip import LongCLIPModel
+from ..processing_longclip import LongCLIPProcessor
+from .collator import ImageCaptionCollator
+from .data import (
+    DATASET_FORMATS,
+    DataError,
+    load_caption_file,
+    load_imagefolder,
+    load_sharegpt4v,
+    load_webdataset,
+)
+from .trainer import ContrastiveTrainer, ModelCardCallback
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        metadata={"help": "A converted Long-CLIP folder or Hub id; with --stretch_from_clip, a stock CLIP one."}
+    )
+    stretch_from_clip: bool = field(
+        default=False, metadata={"help": "Stretch a stock CLIP (77 positions) into Long-CLIP before training."}
+    )
+    keep_positions: int = field(default=20, metadata={"help": "Position rows kept (and frozen) when stretching."})
+    stretch_ratio: int = field(default=4, metadata={"help": "Stretch ratio: keep + (77 - keep) * ratio positions."})
+    logit_scale_init: float = field(default=4.6052, metadata={"help": "logit_scale after stretching (ln 100)."})
+    pca_components: int | None = field(default=None, metadata={"help": "Override the config's PCA components."})
+    short_caption_loss_weight: float | None = field(default=None, metadata={"help": "Override the short-term weight."})
+    label_smoothing: float | None = field(default=None, metadata={"help": "Override the label smoothing."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2, ..."})
+
+
+@dataclass
+class DataArguments:
+    train_file: str | None = field(default=None, metadata={"help": "JSON lines / JSON / CSV, or the ShareGPT4V json."})
+    dataset_format: str = field(default="auto", metadata={"help": f"One of {DATASET_FORMATS}."})
+    train_dir: str | None = field(default=None, metadata={"help": "An imagefolder with metadata.jsonl."})
+    train_shards: str | None = field(default=None, metadata={"help": 'Webdataset shards, e.g. "data/{00000..00099}.tar".'})
+    image_root: str | None = field(default=None, metadata={"help": "Folder that relative image paths start from."})
+    image_column: str = field(default="image")
+    caption_column: str = field(default="caption")
+    short_caption_column: str | None = field(
+        default=None, metadata={"help": 'Short captions; default: the text before the first ". " of the caption.'}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N examples."})
+
+
+@dataclass
+class LongCLIPTrainingArguments(TrainingArguments):
+    """TrainingArguments with the Long-CLIP authors' defaults."""
+
+    learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate (authors: 1e-6)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (authors: 0.01)."})
+    warmup_steps: float = field(default=200, metadata={"help": "Linear warmup steps before the cosine decay."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warmup."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep raw columns: the collator needs them."})
+
+
+def build_model_and_processor(args: ModelArguments):
+    if args.stretch_from_clip:
+        clip = CLIPModel.from_pretrained(args.model_name_or_path, attn_implementation=args.attn_implementation)
+        model = LongCLIPModel.from_clip(clip, keep=args.keep_positions, ratio=args.stretch_ratio)
+        model.logit_scale.data.fill_(args.logit_scale_init)
+        model.config.logit_scale_init_value = args.logit_scale_init
+        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+        tokenizer.model_max_length = model.config.text_config.max_position_embeddings
+        processor = LongCLIPProcessor(AutoImageProcessor.from_pretrained(args.model_name_or_path), tokenizer)
+    else:
+        kwargs = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
+        model = LongCLIPModel.from_pretrained(args.model_name_or_path, **kwargs)
+        processor = LongCLIPProcessor.from_pretrained(args.model_name_or_path)
+    for name in ("pca_components", "short_caption_loss_weight", "label_smoothing"):
+        if getattr(args, name) is not None:
+            setattr(model.config, name, getattr(args, name))
+    return model, processor
+
+
+def load_training_data(args: DataArguments, training_args: TrainingArguments):
+    if args.dataset_format not in DATASET_FORMATS:
+        raise DataError(f"--dataset_format must be one of {DATASET_FORMATS}, got {args.dataset_format!r}.")
+    if args.train_shards:
+        if training_args.max_steps <= 0:
+            raise DataError("webdataset shards are streamed: give the run length with --max_steps.")
+        return load_webdataset(args.train_shards)
+    if args.dataset_format == "imagefolder" or args.train_dir:
+        if not args.train_dir:
+            raise DataError("--dataset_format imagefolder needs --train_dir.")
+        dataset = load_imagefolder(args.train_dir, args.caption_column, args.short_caption_column)
+    elif args.dataset_format == "sharegpt4v":
+        if not args.train_file or not args.image_root:
+            raise DataError("--dataset_format sharegpt4v needs --train_file (the json) and --image_root.")
+        dataset = load_sharegpt4v(args.train_file)
+    elif args.train_file:
+        dataset = load_caption_file(args.train_file, args.image_column, args.caption_column, args.short_caption_column)
+    else:
+        raise DataError("no training data: give --train_file, --train_dir or --train_shards.")
+    if args.max_train_samples is not None:
+        dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+    return dataset
+
+
+def _card_renderer(model, model_args, data_args, training_args):
+    data = data_args.train_shards or data_args.train_dir or data_args.train_file
+
+    def render(steps: int) -> str:
+        world = max(training_args.world_size, 1)
+        return render_model_card(
+            "longclip_finetuned",
+            context_length=model.config.text_config.max_position_embeddings,
+            keep_positions=model.config.keep_positions,
+            base_model=f"`{model_args.model_name_or_path}`" + (" (stretched from CLIP)" if model_args.stretch_from_clip else ""),
+            data=f"`{Path(str(data)).name}`" if data else "unknown",
+            steps=steps,
+            learning_rate=training_args.learning_rate,
+            weight_decay=training_args.weight_decay,
+            batch=f"{training_args.per_device_train_batch_size} x {world} x {training_args.gradient_accumulation_steps}",
+            short_weight=model.config.short_caption_loss_weight,
+            pca_components=model.config.pca_components,
+            label_smoothing=model.config.label_smoothing,
+        )
+
+    return render
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: LongCLIPTrainingArguments):
+    set_seed(training_args.seed)
+    model, processor = build_model_and_processor(model_args)
+    dataset = load_training_data(data_args, training_args)
+    render_card = _card_renderer(model, model_args, data_args, training_args)
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=ImageCaptionCollator(processor, data_args.image_root, short_captions="pair", seed=training_args.seed),
+        processing_class=processor,
+        callbacks=[ModelCardCallback(render_card)],
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.save_state()
+    trainer.save_metrics("train", result.metrics)
+    if trainer.is_world_process_zero():
+        (Path(training_args.output_dir) / "README.md").write_text(render_card(trainer.state.global_step), encoding="utf-8")
+        validate_model_folder(training_args.output_dir)
+    return trainer, result
+
+
+def main(argv=None) -> int:
+    parser = HfArgumentParser((ModelArguments, DataArguments, LongCLIPTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        train(model_args, data_args, training_args)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""longclip-train end to end on CPU: real photos (skimage) with generated captions, tiny models."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import CLIPConfig, CLIPModel
+
+from conftest import tiny_image_processor, tiny_longclip_config
+from modeling_longclip import LongCLIPModel, LongCLIPProcessor
+from modeling_longclip.clean_load import load_in_clean_process
+from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
+from modeling_longclip.training.longclip_train import main as train_main
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "page", "retina", "horse", "moon")
+COLORS = ("red", "green", "blue", "golden", "silver", "purple", "orange", "white", "black", "brown")
+
+
+def write_photo_dataset(root: Path, extra_rows=()) -> Path:
+    """skimage photos at 48 px and a JSON-lines caption file whose captions run past 20 tokens."""
+    from skimage import data
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, color in zip(PHOTOS, COLORS):
+        pixels = getattr(data, name)()
+        if pixels.ndim == 2:
+            pixels = np.stack([pixels] * 3, axis=-1)
+        Image.fromarray(pixels[..., :3].astype("uint8")).resize((48, 48)).save(root / "images" / f"{name}.jpg")
+        caption = (
+            f"A {color} toned photograph of the {name}. The frame shows the {name} in detail, with a {color} cast "
+            f"over the whole scene, soft light from the left and a plain background behind the subject."
+        )
+        rows.append({"image": f"{name}.jpg", "caption": caption})
+    rows.extend(extra_rows)
+    path = root / "train.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("base") / "tiny-longclip"
+    torch.manual_seed(0)
+    LongCLIPModel(tiny_longclip_config()).save_pretrained(folder)
+    LongCLIPProcessor(tiny_image_processor(), build_clip_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+def run_training(output_dir, base, train_file, *extra):
+    argv = [
+        "--model_name_or_path", str(base), "--train_file", str(train_file),
+        "--image_root", str(Path(train_file).parent / "images"), "--output_dir", str(output_dir),
+        "--per_device_train_batch_size", "5", "--learning_rate", "3e-4", "--warmup_steps", "0",
+        "--logging_steps", "1", "--report_to", "none", "--dataloader_num_workers", "0", "--seed", "7",
+        "--use_cpu", "true", *extra,
+    ]  # fmt: skip
+    assert train_main(argv) == 0
+
+
+def losses_from(output_dir: Path) -> list[float]:
+    state = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1] / "trainer_state.json"
+    return [entry["loss"] for entry in json.loads(state.read_text())["log_history"] if "loss" in entry]
+
+
+def test_end_to_end_loss_goes_down_and_output_is_hub_ready(tmp_path, base_folder):
+    train_file = write_photo_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    run_training(out, base_folder, train_file, "--max_steps", "12", "--save_steps", "6")
+    losses = losses_from(out)
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+    for folder in (out, out / "checkpoint-6"):
+        assert (folder / "README.md").read_text().startswith("---")
+        assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "modeling_longclip.py"} <= {p.name for p in folder.iterdir()}
+    result = load_in_clean_process(out, ["a golden toned photograph of the coffee"])
+    assert result["model_class"] == "LongCLIPModel" and result["leaked_modules"] == []
+    model = LongCLIPModel.from_pretrained(out)
+    expected = model.encode_text(["a golden toned photograph of the coffee"], processor=LongCLIPProcessor.from_pretrained(out))
+    torch.testing.assert_close(torch.tensor(result["encode_text"]), expected, rtol=0, atol=1e-6)
+
+
+def test_frozen_position_rows_do_not_move(tmp_path, base_folder):
+    train_file = write_photo_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    run_training(out, base_folder, train_file, "--max_steps", "4", "--weight_decay", "0.5", "--save_strategy", "no")
+    key = "text_model.embeddings.position_embedding.weight"
+    before, after = load_file(base_folder / "model.safetensors")[key], load_file(out / "model.safetensors")[key]
+    assert torch.equal(after[:20], before[:20])
+    assert not torch.equal(after[20:40], before[20:40])  # captions run past 20 tokens: those rows train
+
+
+def test_resume_gives_the_same_final_weights(tmp_path, base_folder):
+    train_file = write_photo_dataset(tmp_path / "data")
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run_training(whole, base_folder, train_file, "--max_steps", "8", "--save_steps", "4")
+    resumed.mkdir()
+    subprocess.run(["cp", "-r", str(whole / "checkpoint-4"), str(resumed / "checkpoint-4")], check=True)
+    run_training(resumed, base_folder, train_file, "--max_steps", "8", "--save_steps", "4",
+                 "--resume_from_checkpoint", str(resumed / "checkpoint-4"))  # fmt: skip
+    a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    assert not torch.equal(a["text_projection.weight"], load_file(base_folder / "model.safetensors")["text_projection.weight"])
+
+
+def test_broken_rows_are_skipped_and_counted(tmp_path, base_folder):
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "images" / "corrupt.jpg").write_bytes(b"not a jpeg at all")
+    bad = [
+        {"image": "missing.jpg", "caption": "A photo that is not there."},
+        {"image": "corrupt.jpg", "caption": "A photo that cannot be decoded."},
+        {"image": "coffee.jpg", "caption": "   "},
+    ]
+    train_file = write_photo_dataset(tmp_path / "data", extra_rows=bad)
+    out = tmp_path / "run"
+    run_training(out, base_folder, train_file, "--num_train_epochs", "1", "--per_device_train_batch_size", "13",
+                 "--save_strategy", "no")  # fmt: skip
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["skipped_missing_image"] == 1
+    assert results["skipped_corrupt_image"] == 1
+    assert results["skipped_empty_caption"] == 1
+    first_step = json.loads((out / "trainer_state.json").read_text())["log_history"][0]
+    assert first_step["skipped_missing_image"] == 1  # the one batch held all 13 rows
+
+
+def test_stretch_from_stock_clip(tmp_path):
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1, image_size=32, patch_size=16),
+        projection_dim=16,
+    )  # fmt: skip
+    clip_folder = tmp_path / "clip"
+    CLIPModel(config).save_pretrained(clip_folder)
+    build_clip_tokenizer(77).save_pretrained(clip_folder)
+    tiny_image_processor().save_pretrained(clip_folder)
+    train_file = write_photo_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    run_training(out, clip_folder, train_file, "--stretch_from_clip", "true", "--max_steps", "2", "--learning_rate", "1e-6",
+                 "--save_strategy", "no")  # fmt: skip
+    model = LongCLIPModel.from_pretrained(out)
+    assert model.config.model_type == "longclip"
+    assert model.config.text_config.max_position_embeddings == 248
+    assert model.logit_scale.item() == pytest.approx(4.6052, abs=1e-3)
+    assert LongCLIPProcessor.from_pretrained(out).tokenizer.model_max_length == 248
+
+
+def test_data_errors_exit_cleanly(tmp_path, base_folder, capsys):
+    argv = ["--model_name_or_path", str(base_folder), "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"]
+    assert train_main([*argv, "--train_file", str(tmp_path / "nope.jsonl")]) == 2
+    assert "nope.jsonl: no such file" in capsys.readouterr().err
+    assert train_main(argv) == 2
+    assert "no training data" in capsys.readouterr().err
+
+
+def test_two_processes_with_torchrun(tmp_path, base_folder):
+    train_file = write_photo_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "modeling_longclip.training.longclip_train",
+         "--model_name_or_path", str(base_folder), "--train_file", str(train_file),
+         "--image_root", str(train_file.parent / "images"), "--output_dir", str(out), "--max_steps", "3",
+         "--logging_steps", "1",
+         "--per_device_train_batch_size", "3", "--learning_rate", "1e-4", "--warmup_steps", "0",
+         "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--log_level", "info"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 6" in run.stdout + run.stderr
+    assert len([e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]) == 3
+    assert LongCLIPModel.from_pretrained(out).config.model_type == "longclip"
+
+
+def test_shipped_launch_configs_parse():
+    from modeling_longclip.training.longclip_train import LongCLIPTrainingArguments
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    fsdp = LongCLIPTrainingArguments(output_dir="unused", fsdp=True, fsdp_config=str(configs / "fsdp.json"), use_cpu=True)
+    assert fsdp.fsdp_config["transformer_layer_cls_to_wrap"] == ["CLIPEncoderLayer"]
+    zero2 = json.loads((configs / "ds_zero2.json").read_text())
+    assert zero2["zero_optimization"]["stage"] == 2
+    assert zero2["train_micro_batch_size_per_gpu"] == "auto"  # filled from TrainingArguments by transformers
