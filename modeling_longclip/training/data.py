@@ -7,6 +7,7 @@ DataLoader workers, by the collator, which also skips and counts broken rows.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import re
@@ -56,7 +57,8 @@ def load_caption_file(path: str | Path, image_column="image", caption_column="ca
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
     builder = "csv" if path.suffix.lower() in (".csv", ".tsv") else "json"
-    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    # Plain TSV has no quoting: a caption may start with a quote character.
+    kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix.lower() == ".tsv" else {}
     try:
         dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as error:  # noqa: BLE001 - any parse failure: one clear message
@@ -71,9 +73,12 @@ def load_caption_file(path: str | Path, image_column="image", caption_column="ca
 
 def sharegpt4v_caption(record: dict, index: int, source: str) -> str:
     try:
-        return record["conversations"][1]["value"].replace("\n", " ")
+        caption = record["conversations"][1]["value"]
     except (KeyError, IndexError, TypeError):
-        raise DataError(f"{source}: record {index} has no `conversations[1].value` caption.") from None
+        caption = None
+    if not isinstance(caption, str):
+        raise DataError(f"{source}: record {index} has no `conversations[1].value` caption.")
+    return caption.replace("\n", " ")
 
 
 def load_sharegpt4v(path: str | Path, split: str = "train"):

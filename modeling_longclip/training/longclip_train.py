@@ -146,11 +146,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     model, processor = build_model_and_processor(model_args)
     dataset = load_training_data(data_args, training_args)
     render_card = _card_renderer(model, model_args, data_args, training_args)
+    collator = ImageCaptionCollator(processor, data_args.image_root, short_captions="pair", seed=training_args.seed)
+    collator.set_fallback(dataset)
     trainer = ContrastiveTrainer(
         model=model,
         args=training_args,
         train_dataset=dataset,
-        data_collator=ImageCaptionCollator(processor, data_args.image_root, short_captions="pair", seed=training_args.seed),
+        data_collator=collator,
         processing_class=processor,
         callbacks=[ModelCardCallback(render_card)],
     )
