@@ -11,8 +11,13 @@ from transformers import (
     AutoProcessor,
 )
 
+from .configuration_llm2clip import LLM2CLIPConfig
 from .configuration_longclip import LongCLIPConfig
+from .configuration_proclip import ProCLIPConfig
+from .modeling_llm2clip import LLM2CLIPModel
 from .modeling_longclip import LongCLIPModel, stretch_position_embeddings
+from .modeling_proclip import ProCLIPModel
+from .processing_llm2clip import LLAMA3_TEXT_TEMPLATE, LLM2CLIPProcessor
 from .processing_longclip import LongCLIPProcessor, LongTextTruncationWarning
 
 __version__ = "0.1.0"
@@ -20,6 +25,8 @@ __version__ = "0.1.0"
 # (config, model, processor) of every family; the payload files that define them travel into saved folders.
 MODEL_FAMILIES = {
     "longclip": (LongCLIPConfig, LongCLIPModel, LongCLIPProcessor),
+    "llm2clip": (LLM2CLIPConfig, LLM2CLIPModel, LLM2CLIPProcessor),
+    "proclip": (ProCLIPConfig, ProCLIPModel, LLM2CLIPProcessor),
 }
 
 
@@ -39,6 +46,12 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "LLAMA3_TEXT_TEMPLATE",
+    "LLM2CLIPConfig",
+    "LLM2CLIPModel",
+    "LLM2CLIPProcessor",
+    "ProCLIPConfig",
+    "ProCLIPModel",
     "LongCLIPConfig",
     "LongCLIPModel",
     "LongCLIPProcessor",

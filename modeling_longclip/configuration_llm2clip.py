@@ -1,0 +1,69 @@
+"""LLM2CLIP configuration: a CLIP vision tower plus any transformers text model used as a bidirectional encoder.
+
+Part of the flat Hub payload: imports only transformers. ProCLIP reuses it (configuration_proclip.py). How captions
+are wrapped and which tokens are pooled is the processor's business (processing_llm2clip.py); how pooled tokens are
+combined ("mean" or "last") is the model's.
+"""
+
+from transformers import AutoConfig, CLIPVisionConfig, PreTrainedConfig
+
+POOLING_MODES = ("mean", "last")
+
+LLM2CLIP_AUTO_MAP = {
+    "AutoConfig": "configuration_llm2clip.LLM2CLIPConfig",
+    "AutoModel": "modeling_llm2clip.LLM2CLIPModel",
+    "AutoModelForZeroShotImageClassification": "modeling_llm2clip.LLM2CLIPModel",
+}
+
+
+def _as_config(value, default_type: str, fixed_class=None):
+    """A sub-config from a dict (or None for the default), as transformers 5.17 and 5.23 both accept."""
+    if isinstance(value, PreTrainedConfig):
+        return value
+    value = dict(value or {})
+    if fixed_class is not None:
+        value.pop("model_type", None)
+        return fixed_class(**value)
+    return AutoConfig.for_model(value.pop("model_type", default_type), **value)
+
+
+class LLM2CLIPConfig(PreTrainedConfig):
+    r"""
+    vision_config (`dict` or `CLIPVisionConfig`): the CLIP image tower.
+    text_config (`dict` or `PreTrainedConfig`): the text model (Llama, Qwen2/3, Mistral, BERT, ...), run bidirectionally.
+    projection_dim (`int`, defaults to 1280): size of the joint embedding (LLM2CLIP: 1280; ProCLIP: CLIP's own).
+    adapter_blocks (`int`, defaults to 4) / adapter_expansion (`int`, defaults to 2): the residual MLP adapter.
+    pooling (`str`, defaults to "mean"): "mean" over the pooling mask, or "last" (the last pooled token).
+    text_model_name_or_path (`str`, *optional*): where the text model's weights live when they are kept out of this
+        folder; `from_pretrained` then loads them from there.
+    logit_scale_init_value (`float`, defaults to ln 100).
+    """
+
+    model_type = "llm2clip"
+    sub_configs = {"vision_config": CLIPVisionConfig, "text_config": AutoConfig}
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    projection_dim: int = 1280
+    visual_projection_bias: bool = False
+    adapter_blocks: int = 4
+    adapter_expansion: int = 2
+    pooling: str = "mean"
+    text_model_name_or_path: str | None = None
+    logit_scale_init_value: float = 4.6052
+    initializer_range: float = 0.02
+
+    default_auto_map = LLM2CLIP_AUTO_MAP
+
+    def __post_init__(self, **kwargs):
+        self.vision_config = _as_config(self.vision_config, "clip_vision_model", CLIPVisionConfig)
+        self.text_config = _as_config(self.text_config, "llama")
+        self.auto_map = {**self.default_auto_map, **(getattr(self, "auto_map", None) or {})}
+        super().__post_init__(**kwargs)
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}.")
+        if self.adapter_blocks < 0 or self.adapter_expansion < 1:
+            raise ValueError(f"bad adapter shape: {self.adapter_blocks} blocks, expansion {self.adapter_expansion}.")
+
+
+__all__ = ["LLM2CLIPConfig"]

@@ -1,0 +1,18 @@
+"""ProCLIP: the LLM2CLIP model shape with CLIP's native image projection (512 / 768-d joint space).
+
+Part of the flat Hub payload: imports only torch, transformers and sibling payload files. Everything runs through
+`LLM2CLIPModel`; the training stages that make ProCLIP different (distillation from a CLIP text tower, contrastive
+tuning with an EMA image teacher) live in the training package, not in the model.
+"""
+
+from .configuration_proclip import ProCLIPConfig
+from .modeling_llm2clip import LLM2CLIPModel
+
+
+class ProCLIPModel(LLM2CLIPModel):
+    config_class = ProCLIPConfig
+    config: ProCLIPConfig
+    base_model_prefix = "proclip"
+
+
+__all__ = ["ProCLIPModel"]
