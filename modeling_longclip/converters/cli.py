@@ -50,3 +50,29 @@ def convert_longclip_main(argv=None) -> int:
         print(f"wrote {args.output}")
 
     return run_refusing_cleanly(action)
+
+
+def convert_llm2clip_main(argv=None) -> int:
+    from .llm2clip import convert_llm2clip
+
+    parser = argparse.ArgumentParser(
+        prog="convert_llm2clip",
+        description="Merge the released LLM2CLIP CLIP part and its LLM text model into one self-contained folder.",
+    )
+    parser.add_argument("--clip", required=True, help="folder or Hub id of the CLIP part (vision tower + adapter)")
+    parser.add_argument("--llm", required=True, help="folder or Hub id of the text model (plain Llama keys + tokenizer)")
+    parser.add_argument("--output", required=True, help="folder to write (created atomically)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights")
+    parser.add_argument("--external-llm", action="store_true",
+                        help="keep the LLM weights out of the folder; the config records where they live")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    args = parser.parse_args(argv)
+
+    def action():
+        parity = convert_llm2clip(args.clip, args.llm, args.output, dtype=args.dtype, external_llm=args.external_llm,
+                                  overwrite=args.overwrite)  # fmt: skip
+        for line in parity.lines():
+            print(line)
+        print(f"wrote {args.output}")
+
+    return run_refusing_cleanly(action)

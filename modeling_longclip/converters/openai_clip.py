@@ -247,6 +247,32 @@ def text_to_hf(state_dict: dict, shape: TextShape, keep: int) -> dict[str, torch
     return {k: v.contiguous() for k, v in mapped.items()}
 
 
+def hf_vision_to_openai(state_dict: dict, layers: int, prefix: str = "vision_model.") -> dict[str, torch.Tensor]:
+    """transformers `vision_model.*` keys -> OpenAI `visual.*` keys (projection excluded), to run the reference."""
+    p = prefix
+    mapped = {
+        "visual.conv1.weight": state_dict[f"{p}embeddings.patch_embedding.weight"],
+        "visual.class_embedding": state_dict[f"{p}embeddings.class_embedding"],
+        "visual.positional_embedding": state_dict[f"{p}embeddings.position_embedding.weight"],
+        "visual.ln_pre.weight": state_dict[f"{p}pre_layrnorm.weight"],
+        "visual.ln_pre.bias": state_dict[f"{p}pre_layrnorm.bias"],
+        "visual.ln_post.weight": state_dict[f"{p}post_layernorm.weight"],
+        "visual.ln_post.bias": state_dict[f"{p}post_layernorm.bias"],
+    }
+    for i in range(layers):
+        s, t = f"{p}encoder.layers.{i}.", f"visual.transformer.resblocks.{i}."
+        attention = [state_dict[f"{s}self_attn.{n}_proj.weight"] for n in "qkv"]
+        mapped[f"{t}attn.in_proj_weight"] = torch.cat(attention)
+        mapped[f"{t}attn.in_proj_bias"] = torch.cat([state_dict[f"{s}self_attn.{n}_proj.bias"] for n in "qkv"])
+        for source, target in (
+            ("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
+            ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"),
+        ):  # fmt: skip
+            for kind in ("weight", "bias"):
+                mapped[f"{t}{target}.{kind}"] = state_dict[f"{s}{source}.{kind}"]
+    return mapped
+
+
 def hf_clip_config_fields(vision: VisionShape, text: TextShape | None) -> dict:
     """`CLIPConfig` keyword arguments (text_config, vision_config, projection_dim) for these shapes."""
     fields = {

@@ -1,0 +1,225 @@
+"""Convert LLM2CLIP (released CLIP part + LLM text repo) into one self-contained folder, verified first.
+
+The pieces shared with the ProCLIP converter live here too: resolving local folders or Hub ids, reading weight
+folders, building the text tower and the processor, and checking a dual-tower model against the references.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from ..configuration_llm2clip import LLM2CLIPConfig
+from ..embedding import pooled_features
+from ..modeling_llm2clip import LLM2CLIPModel
+from ..processing_llm2clip import LLAMA3_TEXT_TEMPLATE, LLM2CLIPProcessor
+from .clip_preprocessing import clip_image_processor
+from .export import ConversionError, ensure_writable, render_model_card, write_model_folder
+from .openai_clip import CheckpointError, count_layers, hf_vision_to_openai, reference_image_features
+from .reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
+
+VERIFICATION_CAPTIONS = (
+    "A dog.",
+    "A red bicycle leaning against a brick wall next to a blue door, with a basket of flowers on the handlebar.",
+    "Aerial view of a harbour at dawn: fishing boats, a lighthouse, gulls over the masts and a van by the cafe. " * 4,
+)
+LLAMA3_SPECIAL_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+
+
+def resolve_source(source: str | Path, what: str) -> Path:
+    """A local folder as is; otherwise a Hub repo id, downloaded (a clear error when offline or unreachable)."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ConversionError(f"{what} {source} is a file; give the folder (or Hub repo id) that holds it.")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.bin"]))
+    except HFValidationError:
+        raise ConversionError(f"{what} {source}: no such folder, and not a valid Hub repo id.") from None
+    except Exception as error:  # noqa: BLE001 - offline, unreachable, gated, missing: all one message
+        raise ConversionError(
+            f"{what} {source}: no such folder, and downloading it from the Hub failed "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Offline, pass a local folder."
+        ) from None
+
+
+def load_weights_folder(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a model folder: model.safetensors, sharded safetensors, or pytorch_model.bin (weights_only)."""
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").is_file():
+        return load_file(folder / "model.safetensors")
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in load_file(folder / shard).items()}
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise CheckpointError(f"{folder}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin.")
+
+
+def adapter_shape(state_dict: dict, prefix: str) -> tuple[int, int, int, int]:
+    """(blocks, expansion, input dim, output dim) of an `adaptor` Sequential, read from the shapes."""
+    blocks = count_layers({k: v for k, v in state_dict.items() if k.endswith(".fn.0.weight")}, prefix)
+    final = state_dict.get(f"{prefix}{blocks + 1}.weight")
+    if f"{prefix}{blocks}.weight" not in state_dict or final is None:
+        raise CheckpointError(f"adapter under `{prefix}` lacks its final LayerNorm ({blocks}) and Linear ({blocks + 1}).")
+    width = state_dict[f"{prefix}{blocks}.weight"].shape[0]
+    expansion = state_dict[f"{prefix}0.fn.0.weight"].shape[0] // width if blocks else 1
+    return blocks, expansion, width, final.shape[0]
+
+
+@dataclass
+class TextTower:
+    config: object
+    state_dict: dict
+    tokenizer: object
+    source: str
+
+
+def load_text_tower(source: str | Path) -> TextTower:
+    """The LLM's config (its auto_map ignored: no cross-repo code), weights and tokenizer."""
+    folder = resolve_source(source, "--llm")
+    config_dict = json.loads((folder / "config.json").read_text())
+    config_dict.pop("auto_map", None)
+    model_type = config_dict.pop("model_type", None)
+    if model_type is None:
+        raise CheckpointError(f"{folder}/config.json has no model_type.")
+    config = AutoConfig.for_model(model_type, **{k: v for k, v in config_dict.items() if k != "architectures"})
+    model = AutoModel.from_pretrained(folder, config=config, dtype=torch.float32)
+    return TextTower(config, model.state_dict(), AutoTokenizer.from_pretrained(folder), str(source))
+
+
+def make_processor(tokenizer, image_size: int, image_processor=None) -> LLM2CLIPProcessor:
+    """llm2vec's Llama-3 wrapper when the tokenizer has its special tokens; plain mean pooling otherwise."""
+    image_processor = image_processor or clip_image_processor(image_size)
+    vocab = tokenizer.get_vocab()
+    if all(token in vocab for token in LLAMA3_SPECIAL_TOKENS):
+        return LLM2CLIPProcessor(image_processor, tokenizer, text_template=LLAMA3_TEXT_TEMPLATE, pooling_scope="caption")
+    return LLM2CLIPProcessor(image_processor, tokenizer, text_template="{caption}", pooling_scope="all", padding_side="right")
+
+
+@dataclass
+class DualTowerParity:
+    text_max_abs_diff: float
+    image_max_abs_diff: float
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [
+            f"text features:  max |diff| = {self.text_max_abs_diff:.3e} over {len(VERIFICATION_CAPTIONS)} captions",
+            f"image features: max |diff| = {self.image_max_abs_diff:.3e}",
+            *self.notes,
+        ]
+
+
+def verify_dual_tower(
+    model: LLM2CLIPModel,
+    processor: LLM2CLIPProcessor,
+    tower: TextTower,
+    adapter_weights: dict,
+    adapter_prefix: str,
+    openai_vision: dict,
+) -> DualTowerParity:
+    """Text: reference Llama (bidirectional, fp32) + mean pooling + reference adapter; image: reference ViT."""
+    if model.config.text_config.model_type not in ("llama", "mistral", "qwen2"):
+        raise ConversionError(f"the independent reference covers Llama-style text models, not {model.config.text_config.model_type}.")
+    text_inputs = processor(text=list(VERIFICATION_CAPTIONS))
+    size = model.config.vision_config.image_size
+    pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        text = pooled_features(model.get_text_features(**text_inputs)).float()
+        image = pooled_features(model.get_image_features(pixel_values=pixels)).float()
+    hidden = reference_bidirectional_llama(tower.state_dict, tower.config, text_inputs["input_ids"], text_inputs["attention_mask"])
+    pooled = reference_mean_pool(hidden, text_inputs["pooling_mask"]) if model.config.pooling == "mean" else None
+    if pooled is None:
+        raise ConversionError("the independent reference implements mean pooling only.")
+    ref_text = reference_adapter(adapter_weights, adapter_prefix, pooled)
+    ref_image = reference_image_features(openai_vision, pixels)
+    parity = DualTowerParity((text - ref_text).abs().max().item(), (image - ref_image).abs().max().item())
+    for name, ref, diff in (("text", ref_text, parity.text_max_abs_diff), ("image", ref_image, parity.image_max_abs_diff)):
+        if not diff <= 1e-4 * max(1.0, ref.abs().max().item()):
+            raise ConversionError(f"converted model disagrees with the reference {name} path: max |diff| = {diff:.3e}.")
+    return parity
+
+
+def load_into(model: LLM2CLIPModel, weights: dict, tower: TextTower, external: bool) -> None:
+    """Load non-text weights strictly, then the text tower (unless it stays external)."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith("text_model.")]
+    if missing or unexpected:
+        raise CheckpointError(f"weights do not fit the model: missing {missing[:6]}, unexpected {unexpected[:6]}.")
+    model.text_model.load_state_dict(tower.state_dict, strict=True)
+    if external:
+        model.config.text_model_name_or_path = tower.source
+
+
+def convert_llm2clip(
+    clip: str | Path,
+    llm: str | Path,
+    output: str | Path,
+    dtype: str = "float32",
+    external_llm: bool = False,
+    overwrite: bool = False,
+) -> DualTowerParity:
+    """Released LLM2CLIP CLIP part (model_type "clip": vision_model.*, visual_projection.weight,
+    text_adapter.adaptor.*, logit_scale) + LLM folder -> one verified LLM2CLIP folder."""
+    ensure_writable(output, overwrite)
+    clip_folder = resolve_source(clip, "--clip")
+    weights = {k: v.float() for k, v in load_weights_folder(clip_folder).items() if not k.endswith("position_ids")}
+    for key in ("vision_model.embeddings.patch_embedding.weight", "visual_projection.weight", "logit_scale"):
+        if key not in weights:
+            raise CheckpointError(f"{clip_folder}: missing key `{key}` (not an LLM2CLIP CLIP checkpoint?).")
+    blocks, expansion, llm_width, projection_dim = adapter_shape(weights, "text_adapter.adaptor.")
+    tower = load_text_tower(llm)
+    if tower.config.hidden_size != llm_width:
+        raise CheckpointError(f"the adapter expects {llm_width}-d text embeddings but {llm} has hidden size {tower.config.hidden_size}.")
+    vision_config = vision_config_from(weights, clip_folder)
+    config = LLM2CLIPConfig(
+        vision_config=vision_config, text_config=tower.config.to_dict(), projection_dim=projection_dim,
+        adapter_blocks=blocks, adapter_expansion=expansion, logit_scale_init_value=float(weights["logit_scale"]),
+    )  # fmt: skip
+    model = LLM2CLIPModel(config).eval()
+    load_into(model, weights, tower, external_llm)
+    processor = make_processor(tower.tokenizer, vision_config["image_size"])
+    openai_vision = hf_vision_to_openai(weights, vision_config["num_hidden_layers"])
+    openai_vision["visual.proj"] = weights["visual_projection.weight"].t()
+    parity = verify_dual_tower(model, processor, tower, weights, "text_adapter.adaptor.", openai_vision)
+    card = render_model_card(
+        "llm2clip",
+        source=f"`{clip}` + `{llm}`",
+        text_model=f"{tower.config.model_type}, hidden {tower.config.hidden_size}, {tower.config.num_hidden_layers} layers"
+        + (f" (weights kept in `{tower.source}`)" if external_llm else ""),
+        vision=f"ViT, width {vision_config['hidden_size']}, {vision_config['num_hidden_layers']} layers, "
+        f"patch {vision_config['patch_size']}, {vision_config['image_size']} px",
+        adapter=f"{blocks} residual blocks, expansion {expansion}, {llm_width} -> {projection_dim}",
+        projection_dim=projection_dim,
+        dtype=dtype,
+        parity="\n".join(f"- {line}" for line in parity.lines()),
+    )
+    write_model_folder(model, processor, output, card, dtype=dtype, overwrite=overwrite)
+    return parity
+
+
+def vision_config_from(weights: dict, folder: Path | None = None, prefix: str = "vision_model.") -> dict:
+    """CLIPVisionConfig fields from the shapes (activation and LayerNorm epsilon from config.json when present)."""
+    patch = weights[f"{prefix}embeddings.patch_embedding.weight"]
+    width, patch_size = patch.shape[0], patch.shape[-1]
+    positions = weights[f"{prefix}embeddings.position_embedding.weight"].shape[0]
+    layers = count_layers({k: v for k, v in weights.items() if k.startswith(prefix)}, f"{prefix}encoder.layers.")
+    saved = {}
+    if folder is not None and (folder / "config.json").is_file():
+        saved = json.loads((folder / "config.json").read_text()).get("vision_config", {}) or {}
+    return dict(
+        hidden_size=width, patch_size=patch_size, image_size=int(round((positions - 1) ** 0.5)) * patch_size,
+        num_hidden_layers=layers, num_attention_heads=saved.get("num_attention_heads", width // 64),
+        intermediate_size=weights[f"{prefix}encoder.layers.0.mlp.fc1.weight"].shape[0],
+        hidden_act=saved.get("hidden_act", "quick_gelu"), layer_norm_eps=saved.get("layer_norm_eps", 1e-5),
+    )  # fmt: skip
