@@ -76,3 +76,29 @@ def convert_llm2clip_main(argv=None) -> int:
         print(f"wrote {args.output}")
 
     return run_refusing_cleanly(action)
+
+
+def convert_proclip_main(argv=None) -> int:
+    from .proclip import convert_proclip
+
+    parser = argparse.ArgumentParser(
+        prog="convert_proclip",
+        description="Convert a ProCLIP .pt (visual.* + text.text_adaptor.*) plus its LLM into one self-contained folder.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="e.g. proclip/3m/L14.pt (a raw state dict)")
+    parser.add_argument("--llm", required=True, help="folder or Hub id of the LLM embedder it was trained with")
+    parser.add_argument("--output", required=True, help="folder to write (created atomically)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights")
+    parser.add_argument("--external-llm", action="store_true",
+                        help="keep the LLM weights out of the folder; the config records where they live")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    args = parser.parse_args(argv)
+
+    def action():
+        parity = convert_proclip(args.checkpoint, args.llm, args.output, dtype=args.dtype,
+                                 external_llm=args.external_llm, overwrite=args.overwrite)  # fmt: skip
+        for line in parity.lines():
+            print(line)
+        print(f"wrote {args.output}")
+
+    return run_refusing_cleanly(action)

@@ -76,6 +76,21 @@ def adapter_shape(state_dict: dict, prefix: str) -> tuple[int, int, int, int]:
     return blocks, expansion, width, final.shape[0]
 
 
+def expected_adapter_shapes(prefix: str, blocks: int, expansion: int, width: int, output_dim: int) -> dict:
+    shapes = {}
+    for i in range(blocks):
+        shapes.update({
+            f"{prefix}{i}.ln.weight": (width,), f"{prefix}{i}.ln.bias": (width,),
+            f"{prefix}{i}.fn.0.weight": (width * expansion, width), f"{prefix}{i}.fn.0.bias": (width * expansion,),
+            f"{prefix}{i}.fn.3.weight": (width, width * expansion), f"{prefix}{i}.fn.3.bias": (width,),
+        })  # fmt: skip
+    shapes.update({
+        f"{prefix}{blocks}.weight": (width,), f"{prefix}{blocks}.bias": (width,),
+        f"{prefix}{blocks + 1}.weight": (output_dim, width), f"{prefix}{blocks + 1}.bias": (output_dim,),
+    })  # fmt: skip
+    return shapes
+
+
 @dataclass
 class TextTower:
     config: object

@@ -37,3 +37,19 @@ def random_openai_clip_state_dict(
         state_dict["positional_embedding"][keep:] = 50.0 * torch.randn(text.context_length - keep, text.width, generator=generator)
         state_dict["positional_embedding_res"][:keep] = -50.0 * torch.randn(keep, text.width, generator=generator)
     return state_dict
+
+
+def random_proclip_state_dict(
+    vision: VisionShape = TINY_VISION, llm_width: int = 64, blocks: int = 1, expansion: int = 8, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A random ProCLIP release: OpenAI-style `visual.*`, `text.text_adaptor.*` (the authors' code default: one block,
+    expansion 8) and `logit_scale`; the LLM is not part of it."""
+    from .llm2clip import expected_adapter_shapes
+
+    generator = torch.Generator().manual_seed(seed)
+    state_dict = {k: v for k, v in random_openai_clip_state_dict(vision, seed=seed).items() if k.startswith("visual.")}
+    for key, shape in expected_adapter_shapes("text.text_adaptor.", blocks, expansion, llm_width, vision.output_dim).items():
+        base = 1.0 if key.endswith(("ln.weight", f"{blocks}.weight")) and len(shape) == 1 else 0.0
+        state_dict[key] = base + 0.2 * torch.randn(shape, generator=generator)
+    state_dict["logit_scale"] = torch.tensor(4.6052)
+    return state_dict
