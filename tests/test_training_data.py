@@ -605,7 +605,8 @@ def test_collator_random_mode_picks_long_or_short_per_sample(tiny_longclip, clip
     def picks(seed: int) -> list[list[str]]:
         collator = ImageCaptionCollator(processor, image_root=image_dir, short_captions="random", seed=seed)
         result = []
-        for _ in range(5):
+        for epoch in range(5):
+            collator.epoch = epoch
             batch = collator(rows)
             assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "skipped"}
             assert batch["pixel_values"].shape[0] == len(rows)
@@ -621,8 +622,9 @@ def test_collator_random_mode_picks_long_or_short_per_sample(tiny_longclip, clip
     first = picks(seed=0)
     flat = [choice for call in first for choice in call]
     assert "long" in flat and "short" in flat
-    assert len({tuple(call) for call in first}) > 1  # the choice changes between calls
+    assert len({tuple(call) for call in first}) > 1  # the choice changes between epochs
     assert picks(seed=0) == first  # deterministic for a seed
+    assert picks(seed=1) != first
 
 
 def test_collator_none_mode_uses_long_captions_only(tiny_longclip, clip_tokenizer, image_dir):

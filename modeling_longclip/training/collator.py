@@ -6,9 +6,9 @@ carries the per-reason skip counts to the trainer, which adds them to its logs.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
-import random
 from pathlib import Path
 
 import torch
@@ -17,6 +17,17 @@ from PIL import Image, UnidentifiedImageError
 from .data import short_caption_of
 
 SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption")
+
+
+def pick_caption(pair: tuple[str, str], seed: int, epoch: int) -> str:
+    """One of (long, short), a fair coin per caption, seed and epoch.
+
+    A hash rather than a generator: the pick does not depend on which process or DataLoader worker collates the row,
+    or on how many batches a resumed run skipped, so an interrupted run continues exactly like an uninterrupted one.
+    The trainer advances `epoch` on each collator (CollatorEpochCallback) so the picks change between epochs.
+    """
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{pair[0]}".encode(), digest_size=1).digest()
+    return pair[digest[0] & 1]
 
 
 def open_image(reference, image_root: str | Path | None = None) -> Image.Image:
@@ -38,14 +49,16 @@ class ImageCaptionCollator:
     """Decodes images, derives short captions and tokenizes; broken rows are skipped and counted.
 
     short_captions: "pair" gives Long-CLIP's (long, short) pair per image; "random" (LLM2CLIP / ProCLIP recipe)
-    picks one of the two per sample as the only caption; "none" uses the long caption alone.
+    picks one of the two per sample as the only caption; "none" uses the long caption alone. See `pick_caption` for
+    how the random pick stays reproducible.
     """
 
-    def __init__(self, processor, image_root=None, short_captions: str = "pair", seed: int = 0):
+    def __init__(self, processor, image_root=None, short_captions: str = "pair", text_features=None, seed: int = 0):
         if short_captions not in ("pair", "random", "none"):
             raise ValueError(f"short_captions must be 'pair', 'random' or 'none', got {short_captions!r}")
         self.processor, self.image_root, self.short_captions = processor, image_root, short_captions
-        self.seed, self.rng, self._rng_worker = seed, random.Random(seed), None
+        self.text_features = text_features  # a TextFeatureCache: precomputed LLM embeddings instead of tokens
+        self.seed, self.epoch = seed, 0
         self._last_good = None  # refills a batch whose every row was broken, so no process ever sees an empty one
 
     def set_fallback(self, rows, max_rows: int = 100) -> None:
@@ -64,13 +77,6 @@ class ImageCaptionCollator:
                 self._last_good = ([image], [caption], [(row.get("short_caption") or "").strip() or short_caption_of(caption)])
                 return
         raise ValueError(f"none of the first {max_rows} rows has a readable image and a caption; check the data paths.")
-
-    def _worker_rng(self) -> random.Random:
-        # Workers inherit copies of one generator: reseed each from its own DataLoader seed (new every epoch).
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self._rng_worker != (info.id, info.seed):
-            self._rng_worker, self.rng = (info.id, info.seed), random.Random(info.seed + self.seed)
-        return self.rng
 
     def __call__(self, rows: list[dict]) -> dict:
         skipped = dict.fromkeys(SKIP_REASONS, 0)
@@ -101,12 +107,70 @@ class ImageCaptionCollator:
             images, captions, shorts = self._last_good
         self._last_good = (images[:1], captions[:1], shorts[:1])
         if self.short_captions == "random":
-            rng = self._worker_rng()
-            captions = [rng.choice(pair) for pair in zip(captions, shorts)]
-        batch = dict(self.processor(text=captions, images=images, return_tensors="pt"))
+            captions = [pick_caption(pair, self.seed, self.epoch) for pair in zip(captions, shorts)]
+        if self.text_features is not None:
+            batch = dict(self.processor(images=images, return_tensors="pt"))
+            batch["text_embeds"] = self.text_features.get_texts(captions)
+        else:
+            batch = dict(self.processor(text=captions, images=images, return_tensors="pt"))
         if self.short_captions == "pair":
             short = self.processor(text=shorts, return_tensors="pt")
             batch["short_input_ids"] = short["input_ids"]
             batch["short_attention_mask"] = short["attention_mask"]
         batch["skipped"] = torch.tensor([skipped[r] for r in SKIP_REASONS])
+        return batch
+
+
+def _texts_of(rows: list[dict]) -> tuple[list[str], list[str], int]:
+    """(captions, short or positive captions, number of rows skipped for an empty caption)."""
+    captions, partners, empty = [], [], 0
+    for row in rows:
+        caption = (row.get("caption") or "").strip()
+        if not caption:
+            empty += 1
+            continue
+        captions.append(caption)
+        partners.append((row.get("positive") or row.get("short_caption") or "").strip() or short_caption_of(caption))
+    if not captions:
+        raise ValueError("a batch without any non-empty caption; check the caption column.")
+    return captions, partners, empty
+
+
+class CaptionPairCollator:
+    """Text pairs for caption-contrastive training: each caption with another caption of the same image (the
+    `positive` column, else the short caption, else the text before its first ". ")."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, rows: list[dict]) -> dict:
+        captions, positives, empty = _texts_of(rows)
+        anchor = self.processor(text=captions, return_tensors="pt")
+        positive = self.processor(text=positives, return_tensors="pt")
+        batch = {k: anchor[k] for k in ("input_ids", "attention_mask", "pooling_mask")}
+        batch.update({f"positive_{k}": positive[k] for k in ("input_ids", "attention_mask", "pooling_mask")})
+        batch["skipped"] = torch.tensor([0, 0, empty])
+        return batch
+
+
+class DistillationCollator:
+    """Captions for adapter distillation: LLM inputs (or cached LLM embeddings) and the CLIP teacher's tokens at the
+    teacher's own context length; one of the long / short caption per sample (`pick_caption`), like the image-text
+    stages."""
+
+    def __init__(self, processor, teacher_tokenizer, text_features=None, seed: int = 0):
+        self.processor, self.teacher_tokenizer, self.text_features = processor, teacher_tokenizer, text_features
+        self.seed, self.epoch = seed, 0
+
+    def __call__(self, rows: list[dict]) -> dict:
+        captions, shorts, empty = _texts_of(rows)
+        captions = [pick_caption(pair, self.seed, self.epoch) for pair in zip(captions, shorts)]
+        teacher = self.teacher_tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
+        batch = {"teacher_input_ids": teacher["input_ids"], "teacher_attention_mask": teacher["attention_mask"]}
+        if self.text_features is not None:
+            batch["text_embeds"] = self.text_features.get_texts(captions)
+        else:
+            encoded = self.processor(text=captions, return_tensors="pt")
+            batch.update({k: encoded[k] for k in ("input_ids", "attention_mask", "pooling_mask")})
+        batch["skipped"] = torch.tensor([0, 0, empty])
         return batch

@@ -52,7 +52,10 @@ def _rename(dataset, column: str, target: str, source: str):
 
 
 def load_caption_file(path: str | Path, image_column="image", caption_column="caption", short_caption_column=None):
-    """JSON lines / JSON / CSV with an image path column and a caption column (and optionally a short caption)."""
+    """JSON lines / JSON / CSV with an image path column and a caption column (and optionally a short caption).
+
+    `image_column=None` reads text-only data (caption distillation and caption-contrastive stages).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
@@ -63,7 +66,8 @@ def load_caption_file(path: str | Path, image_column="image", caption_column="ca
         dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as error:  # noqa: BLE001 - any parse failure: one clear message
         raise DataError(f"{path}: cannot be read as {builder.upper()} ({type(error).__name__}: {error}).") from None
-    dataset = _rename(dataset, image_column, "image", str(path))
+    if image_column is not None:
+        dataset = _rename(dataset, image_column, "image", str(path))
     dataset = _rename(dataset, caption_column, "caption", str(path))
     if short_caption_column:
         dataset = _rename(dataset, short_caption_column, "short_caption", str(path))

@@ -94,7 +94,8 @@ def build_model_and_processor(args: ModelArguments):
     return model, processor
 
 
-def load_training_data(args: DataArguments, training_args: TrainingArguments):
+def load_training_data(args: DataArguments, training_args: TrainingArguments, text_only: bool = False):
+    """The training rows for `args`; `text_only` stages read caption files without an image column."""
     if args.dataset_format not in DATASET_FORMATS:
         raise DataError(f"--dataset_format must be one of {DATASET_FORMATS}, got {args.dataset_format!r}.")
     if args.train_shards:
@@ -110,7 +111,8 @@ def load_training_data(args: DataArguments, training_args: TrainingArguments):
             raise DataError("--dataset_format sharegpt4v needs --train_file (the json) and --image_root.")
         dataset = load_sharegpt4v(args.train_file)
     elif args.train_file:
-        dataset = load_caption_file(args.train_file, args.image_column, args.caption_column, args.short_caption_column)
+        image_column = None if text_only else args.image_column
+        dataset = load_caption_file(args.train_file, image_column, args.caption_column, args.short_caption_column)
     else:
         raise DataError("no training data: give --train_file, --train_dir or --train_shards.")
     if args.max_train_samples is not None:
@@ -146,7 +148,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     model, processor = build_model_and_processor(model_args)
     dataset = load_training_data(data_args, training_args)
     render_card = _card_renderer(model, model_args, data_args, training_args)
-    collator = ImageCaptionCollator(processor, data_args.image_root, short_captions="pair", seed=training_args.seed)
+    collator = ImageCaptionCollator(processor, data_args.image_root, short_captions="pair")
     collator.set_fallback(dataset)
     trainer = ContrastiveTrainer(
         model=model,

@@ -7,6 +7,7 @@ decay; every checkpoint gets a model card so it is Hub-ready like a converted fo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -17,10 +18,39 @@ from .collator import SKIP_REASONS
 NO_DECAY_SUFFIXES = ("position_embedding.weight", "logit_scale")
 
 
+def vision_layer_depth(name: str, num_layers: int) -> int:
+    """Exponent of the layer-wise decay for a parameter: block i (0-based) of L -> L - i, patch/position embeddings
+    and the pre-LayerNorm -> L + 1, the post-LayerNorm and everything outside the ViT -> 0 (the full rate)."""
+    if "vision_model." not in name or "post_layernorm" in name:
+        return 0
+    match = re.search(r"vision_model\.encoder\.layers\.(\d+)\.", name)
+    return num_layers - int(match.group(1)) if match else num_layers + 1
+
+
 class ContrastiveTrainer(Trainer):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, vision_layer_decay: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._skipped = torch.zeros(len(SKIP_REASONS), dtype=torch.long)
+        self.vision_layer_decay = vision_layer_decay
+
+    def create_optimizer(self, model=None):
+        """AdamW as Trainer builds it, plus optional layer-wise learning-rate decay over the ViT (LLM2CLIP stage 2)."""
+        if self.vision_layer_decay is None or self.optimizer is not None:
+            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+        model = model or self.model
+        decay_names = set(self.get_decay_parameter_names(model))
+        num_layers = model.config.vision_config.num_hidden_layers
+        groups: dict[tuple[float, float], list] = {}
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                scale = self.vision_layer_decay ** vision_layer_depth(name, num_layers)
+                key = (self.args.learning_rate * scale, self.args.weight_decay if name in decay_names else 0.0)
+                groups.setdefault(key, []).append(param)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()],
+            lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
+        )  # fmt: skip
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         skipped = inputs.pop("skipped", None)
@@ -50,3 +80,20 @@ class ModelCardCallback(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 (folder / "README.md").write_text(self.render_card(state.global_step), encoding="utf-8")
+
+
+class EMATeacherCallback(TrainerCallback):
+    """Moves the EMA teacher towards the student after every optimizer step (not after accumulation micro-steps)."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        model.update_teacher()
+
+
+class CollatorEpochCallback(TrainerCallback):
+    """Tells a collator the epoch so its random caption picks change between epochs (see collator.pick_caption)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = int(state.epoch or 0)

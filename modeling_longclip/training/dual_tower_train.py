@@ -1,0 +1,236 @@
+"""`llm2clip-train` and `proclip-train`: every LLM2CLIP / ProCLIP training stage through transformers' Trainer.
+
+    llm2clip-train --stage 1 --model_name_or_path LLM2CLIP-hf --train_file captions.jsonl --output_dir runs/s1
+        caption-contrastive fine-tuning of the text model with LoRA (SimCSE, cosine scale 50; positives are the
+        captions of the same image, negatives every other caption of the global batch)
+    llm2clip-train --stage 2 --model_name_or_path runs/s1 --train_file pairs.jsonl --image_root img/ \
+        [--text_features cache/] [--vision_layer_decay 0.85] --output_dir runs/s2
+        CLIP training with the text model frozen: image tower, projection, adapter and logit_scale; one of the long /
+        short captions per sample; text embeddings from the feature cache or computed on the fly
+    proclip-train --stage 1 --model_name_or_path ProCLIP-init --teacher_model clip-vit-large-patch14 \
+        --train_file captions.jsonl --output_dir runs/p1
+        adapter distillation towards a frozen CLIP text tower (L_ins + L_struct, sum reductions)
+    proclip-train --stage 2 --model_name_or_path runs/p1 --train_file pairs.jsonl --image_root img/ --output_dir runs/p2
+        contrastive tuning of image tower + adapter with an EMA self-distillation teacher
+
+Every TrainingArguments flag keeps its transformers meaning; each stage's defaults follow its paper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoModel, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+
+from ..converters.export import render_model_card
+from ..hub import validate_model_folder
+from ..modeling_llm2clip import LLM2CLIPModel
+from ..modeling_proclip import ProCLIPModel
+from ..processing_llm2clip import LLM2CLIPProcessor
+from .collator import CaptionPairCollator, DistillationCollator, ImageCaptionCollator
+from .data import DataError
+from .dual_tower_models import AdapterDistillationModel, CaptionContrastiveModel, EMATeacherContrastiveModel
+from .longclip_train import DataArguments, load_training_data
+from .losses import STRUCTURE_FORMS
+from .trainer import CollatorEpochCallback, ContrastiveTrainer, EMATeacherCallback
+
+
+@dataclass
+class DualTowerArguments:
+    model_name_or_path: str = field(metadata={"help": "A converted (or earlier-stage) LLM2CLIP / ProCLIP folder."})
+    text_features: str | None = field(
+        default=None, metadata={"help": "Folder of cached text-model embeddings (longclip-extract-text-features)."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "Stage 1 (LLM2CLIP): LoRA rank on every linear layer."})
+    lora_alpha: int = field(default=32, metadata={"help": "Stage 1 (LLM2CLIP): LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Stage 1 (LLM2CLIP): LoRA dropout."})
+    simcse_scale: float = field(default=50.0, metadata={"help": "Stage 1 (LLM2CLIP): cosine-similarity scale."})
+    merge_lora: bool = field(
+        default=True, metadata={"help": "Stage 1 (LLM2CLIP): merge LoRA into the text model (the adapter weights are "
+                                "also saved under text_model_lora/)."}
+    )  # fmt: skip
+    vision_layer_decay: float | None = field(
+        default=None, metadata={"help": "Stage 2 (LLM2CLIP): layer-wise lr decay over the ViT, e.g. 0.85."}
+    )
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "Stage 1 (ProCLIP): CLIP or Long-CLIP folder whose text tower is the teacher."}
+    )
+    structure_loss: str = field(default="smooth_l1", metadata={"help": f"ProCLIP structure term: {STRUCTURE_FORMS}."})
+    ema_decay: float = field(default=0.999, metadata={"help": "Stage 2 (ProCLIP): EMA decay of the image teacher."})
+    reg_weight: float = field(default=4e-4, metadata={"help": "Stage 2 (ProCLIP): self-distillation weight."})
+    reg_reference_batch: int | None = field(
+        default=512, metadata={"help": "Stage 2 (ProCLIP): local batch the weight was tuned for (sum reductions); "
+                               "each term is rescaled to keep its per-element weight. Empty: use the weight as is."}
+    )  # fmt: skip
+
+
+@dataclass
+class LLM2CLIPCaptionContrastiveArguments(TrainingArguments):
+    learning_rate: float = field(default=2e-4, metadata={"help": "LLM2CLIP stage 1: 2e-4."})
+    num_train_epochs: float = field(default=1.0)
+    remove_unused_columns: bool = field(default=False)
+
+
+@dataclass
+class LLM2CLIPContrastiveArguments(TrainingArguments):
+    learning_rate: float = field(default=1e-5, metadata={"help": "LLM2CLIP stage 2: 1e-5."})
+    weight_decay: float = field(default=0.05)
+    max_grad_norm: float = field(default=5.0)
+    num_train_epochs: float = field(default=4.0)
+    lr_scheduler_type: str = field(default="cosine")
+    remove_unused_columns: bool = field(default=False)
+
+
+@dataclass
+class ProCLIPDistillationArguments(TrainingArguments):
+    learning_rate: float = field(default=1e-5, metadata={"help": "ProCLIP stage 1: 1e-5."})
+    adam_beta2: float = field(default=0.98)
+    adam_epsilon: float = field(default=1e-6)
+    weight_decay: float = field(default=0.05)
+    num_train_epochs: float = field(default=4.0)
+    lr_scheduler_type: str = field(default="cosine")
+    remove_unused_columns: bool = field(default=False)
+
+
+@dataclass
+class ProCLIPContrastiveArguments(TrainingArguments):
+    learning_rate: float = field(default=1e-5, metadata={"help": "ProCLIP stage 2: 1e-5."})
+    weight_decay: float = field(default=0.05)
+    num_train_epochs: float = field(default=4.0)
+    lr_scheduler_type: str = field(default="cosine")
+    remove_unused_columns: bool = field(default=False)
+
+
+STAGES = {
+    ("llm2clip", "1"): ("caption-contrastive fine-tuning of the text model (LoRA, SimCSE)", LLM2CLIPCaptionContrastiveArguments),
+    ("llm2clip", "2"): ("CLIP training with the text model frozen", LLM2CLIPContrastiveArguments),
+    ("proclip", "1"): ("adapter distillation from a CLIP text tower", ProCLIPDistillationArguments),
+    ("proclip", "2"): ("contrastive tuning with an EMA image teacher", ProCLIPContrastiveArguments),
+}
+MODEL_CLASSES = {"llm2clip": LLM2CLIPModel, "proclip": ProCLIPModel}
+
+
+def _text_features(args: DualTowerArguments, model, processor):
+    if not args.text_features:
+        return None
+    from ..features import TextFeatureCache
+
+    cache = TextFeatureCache(args.text_features)
+    cache.check_model(model, processor)
+    return cache
+
+
+def build_stage(family: str, stage: str, args: DualTowerArguments, model, processor, training_args):
+    """(module Trainer optimizes, collator, callbacks) for one stage."""
+    if args.structure_loss not in STRUCTURE_FORMS:
+        raise DataError(f"--structure_loss must be one of {STRUCTURE_FORMS}, got {args.structure_loss!r}.")
+    if (family, stage) == ("llm2clip", "1"):
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules="all-linear")
+        model.requires_grad_(False)
+        model.text_model = get_peft_model(model.text_model, lora)
+        return CaptionContrastiveModel(model, args.simcse_scale), CaptionPairCollator(processor), []
+    cache = _text_features(args, model, processor)
+    if stage == "1":  # proclip distillation
+        if not args.teacher_model:
+            raise DataError("proclip-train --stage 1 needs --teacher_model (a CLIP or Long-CLIP folder).")
+        teacher = AutoModel.from_pretrained(args.teacher_model, trust_remote_code=True)
+        teacher_tokenizer = AutoTokenizer.from_pretrained(args.teacher_model)
+        if teacher.config.projection_dim != model.config.projection_dim:
+            raise DataError(
+                f"the teacher embeds in {teacher.config.projection_dim} dims, the ProCLIP model in {model.config.projection_dim}."
+            )
+        collator = DistillationCollator(processor, teacher_tokenizer, cache, seed=training_args.seed)
+        return AdapterDistillationModel(model, teacher, args.structure_loss), collator, []
+    collator = ImageCaptionCollator(processor, None, short_captions="random", text_features=cache, seed=training_args.seed)
+    if family == "llm2clip":
+        model.text_model.requires_grad_(False)
+        return model, collator, []
+    wrapper = EMATeacherContrastiveModel(model, args.ema_decay, args.reg_weight, args.reg_reference_batch, args.structure_loss)
+    return wrapper, collator, [EMATeacherCallback()]
+
+
+def _export(family: str, stage: str, trainable, processor, args: DualTowerArguments, data_args, training_args, steps: int):
+    model = trainable.exportable() if hasattr(trainable, "exportable") else trainable
+    output = Path(training_args.output_dir)
+    if (family, stage) == ("llm2clip", "1"):
+        model.text_model.save_pretrained(output / "text_model_lora")
+        if not args.merge_lora:
+            return
+        model.text_model = model.text_model.merge_and_unload()
+    model.save_pretrained(output)
+    processor.save_pretrained(output)
+    description, _ = STAGES[(family, stage)]
+    data = data_args.train_shards or data_args.train_dir or data_args.train_file
+    card = render_model_card(
+        "dual_tower_finetuned",
+        model_family={"llm2clip": "LLM2CLIP", "proclip": "ProCLIP"}[family],
+        stage=f"{stage} ({description})",
+        base_model=f"`{args.model_name_or_path}`",
+        data=f"`{Path(str(data)).name}`" if data else "unknown",
+        steps=steps,
+        learning_rate=training_args.learning_rate,
+        weight_decay=training_args.weight_decay,
+    )
+    (output / "README.md").write_text(card, encoding="utf-8")
+    validate_model_folder(output)
+
+
+def train_stage(family: str, stage: str, args: DualTowerArguments, data_args: DataArguments, training_args):
+    set_seed(training_args.seed)
+    model = MODEL_CLASSES[family].from_pretrained(args.model_name_or_path)
+    processor = LLM2CLIPProcessor.from_pretrained(args.model_name_or_path)
+    text_only = stage == "1"
+    dataset = load_training_data(data_args, training_args, text_only=text_only)
+    trainable, collator, callbacks = build_stage(family, stage, args, model, processor, training_args)
+    if isinstance(collator, ImageCaptionCollator):
+        collator.image_root = data_args.image_root
+        collator.set_fallback(dataset)
+    trainer = ContrastiveTrainer(
+        model=trainable,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[*callbacks, CollatorEpochCallback(collator)],
+        vision_layer_decay=args.vision_layer_decay if (family, stage) == ("llm2clip", "2") else None,
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_state()
+    trainer.save_metrics("train", result.metrics)
+    if trainer.is_world_process_zero():
+        _export(family, stage, trainable, processor, args, data_args, training_args, trainer.state.global_step)
+    return trainer, result
+
+
+def _main(family: str, argv=None) -> int:
+    stage_parser = argparse.ArgumentParser(add_help=False)
+    stage_parser.add_argument("--stage", choices=["1", "2"], required="-h" not in (argv or sys.argv[1:]))
+    known, rest = stage_parser.parse_known_args(argv)
+    stage = known.stage or "1"
+    description, training_class = STAGES[(family, stage)]
+    parser = HfArgumentParser((DualTowerArguments, DataArguments, training_class), description=f"{family} stage {stage}: {description}")
+    args, data_args, training_args = parser.parse_args_into_dataclasses(args=rest)
+    try:
+        train_stage(family, stage, args, data_args, training_args)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def llm2clip_main(argv=None) -> int:
+    return _main("llm2clip", argv)
+
+
+def proclip_main(argv=None) -> int:
+    return _main("proclip", argv)
+
+
+if __name__ == "__main__":  # torchrun -m modeling_longclip.training.dual_tower_train {llm2clip,proclip} --stage N ...
+    if len(sys.argv) < 2 or sys.argv[1] not in MODEL_CLASSES:
+        raise SystemExit(f"usage: python -m {__spec__.name} {{{','.join(MODEL_CLASSES)}}} --stage {{1,2}} ...")
+    raise SystemExit(_main(sys.argv[1], sys.argv[2:]))
