@@ -130,6 +130,9 @@ def build_stage(family: str, stage: str, args: DualTowerArguments, model, proces
     if (family, stage) == ("llm2clip", "1"):
         from peft import LoraConfig, get_peft_model
 
+        if args.text_features:
+            raise DataError("llm2clip-train --stage 1 trains the text model itself: cached text features do not apply.")
+
         lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules="all-linear")
         model.requires_grad_(False)
         model.text_model = get_peft_model(model.text_model, lora)
