@@ -194,3 +194,29 @@ def test_proclip_stage2_teacher_checkpoints_resume_and_export(tmp_path, folders)
     teacher_patch = a["teacher.vision_model.embeddings.patch_embedding.weight"]
     assert not torch.equal(teacher_patch, student.vision_model.embeddings.patch_embedding.weight.detach())  # EMA lags
     assert math.isfinite(_losses(whole)[-1])
+
+
+def test_stage2_and_distillation_read_the_feature_cache(tmp_path, folders, monkeypatch):
+    from modeling_longclip.features import extract_text_features, iter_captions
+
+    root, data = folders
+    model = LLM2CLIPModel.from_pretrained(root / "llm2clip")
+    processor = LLM2CLIPProcessor.from_pretrained(root / "llm2clip")
+    cache = extract_text_features(model, processor, iter_captions(data, derive_short=True), tmp_path / "cache", progress=False)
+    proclip, proclip_processor = ProCLIPModel.from_pretrained(root / "proclip"), LLM2CLIPProcessor.from_pretrained(root / "proclip")
+    proclip_cache = extract_text_features(proclip, proclip_processor, iter_captions(data, derive_short=True), tmp_path / "pcache", progress=False)
+
+    def no_llm(*args, **kwargs):
+        raise AssertionError("the text model ran although cached features were given")
+
+    monkeypatch.setattr(LLM2CLIPModel, "encode_llm", no_llm)
+    out = tmp_path / "s2"
+    argv = ["--stage", "2", *_args(root / "llm2clip", data, out, "--max_steps", "8", "--learning_rate", "1e-3", "--text_features", str(cache))]
+    assert llm2clip_main(argv) == 0
+    losses = _losses(out)
+    assert sum(losses[-3:]) < sum(losses[:3])
+    out = tmp_path / "p1"
+    argv = ["--stage", "1", *_args(root / "proclip", data, out, "--max_steps", "6", "--learning_rate", "3e-3",
+                                   "--teacher_model", str(root / "clip"), "--text_features", str(proclip_cache))]  # fmt: skip
+    assert proclip_main(argv) == 0
+    assert llm2clip_main(["--stage", "1", *_args(root / "llm2clip", data, tmp_path / "x", "--text_features", str(cache))]) == 2
