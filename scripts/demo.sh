@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: python -m modeling_longclip.demo, offline, in seconds.
+# The main job on the embedded default: python -m modeling_longclip.demo, offline, a few minutes on 2 cores.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 HF_HUB_OFFLINE=1 python -m modeling_longclip.demo --clean "$@"

@@ -61,9 +61,9 @@ class DualTowerArguments:
     structure_loss: str = field(default="smooth_l1", metadata={"help": f"ProCLIP structure term: {STRUCTURE_FORMS}."})
     ema_decay: float = field(default=0.999, metadata={"help": "Stage 2 (ProCLIP): EMA decay of the image teacher."})
     reg_weight: float = field(default=4e-4, metadata={"help": "Stage 2 (ProCLIP): self-distillation weight."})
-    reg_reference_batch: int | None = field(
+    reg_reference_batch: int = field(
         default=512, metadata={"help": "Stage 2 (ProCLIP): local batch the weight was tuned for (sum reductions); "
-                               "each term is rescaled to keep its per-element weight. Empty: use the weight as is."}
+                               "each term is rescaled to keep its per-element weight. 0: use the weight as is."}
     )  # fmt: skip
 
 
@@ -153,7 +153,9 @@ def build_stage(family: str, stage: str, args: DualTowerArguments, model, proces
     if family == "llm2clip":
         model.text_model.requires_grad_(False)
         return model, collator, []
-    wrapper = EMATeacherContrastiveModel(model, args.ema_decay, args.reg_weight, args.reg_reference_batch, args.structure_loss)
+    wrapper = EMATeacherContrastiveModel(
+        model, args.ema_decay, args.reg_weight, args.reg_reference_batch or None, args.structure_loss
+    )
     return wrapper, collator, [EMATeacherCallback()]
 
 
