@@ -373,19 +373,7 @@ def run_extraction(
     return stats
 
 
-def extract_text_features(
-    model,
-    processor,
-    captions: Iterable[tuple[str, str]],
-    output_dir: str | Path,
-    batch_size: int = 64,
-    shard_size: int = 10_000,
-    dtype: torch.dtype | str | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-    storage_dtype: torch.dtype | str = torch.float32,
-) -> Path:
+def extract_text_features(model, processor, captions: Iterable[tuple[str, str]], output_dir: str | Path, **options) -> Path:
     """Encode `captions` ((key, text) pairs) with `model.encode_llm` into the feature cache at `output_dir`.
 
     Captions are taken `shard_size` at a time (keys already cached, and repeated keys, are skipped), encoded in
@@ -397,10 +385,10 @@ def extract_text_features(
     storage_dtype: dtype of the stored rows (float32 by default); `TextFeatureCache.get` always returns float32.
     overwrite: delete an existing cache in the folder (index and shards) first; without it a cache of another model
     raises `FeatureCacheError` (a ValueError).
+
+    Options are those of `run_extraction`; this returns the cache folder.
     """
-    return run_extraction(
-        model, processor, captions, output_dir, batch_size, shard_size, dtype, device, progress, overwrite, storage_dtype
-    ).output_dir
+    return run_extraction(model, processor, captions, output_dir, **options).output_dir
 
 
 # -- reading ----------------------------------------------------------------------------------------------------------

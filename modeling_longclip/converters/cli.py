@@ -52,15 +52,11 @@ def convert_longclip_main(argv=None) -> int:
     return run_refusing_cleanly(action)
 
 
-def convert_llm2clip_main(argv=None) -> int:
-    from .llm2clip import convert_llm2clip
-
-    parser = argparse.ArgumentParser(
-        prog="convert_llm2clip",
-        description="Merge the released LLM2CLIP CLIP part and its LLM text model into one self-contained folder.",
-    )
-    parser.add_argument("--clip", required=True, help="folder or Hub id of the CLIP part (vision tower + adapter)")
-    parser.add_argument("--llm", required=True, help="folder or Hub id of the text model (plain Llama keys + tokenizer)")
+def _dual_tower_main(prog: str, description: str, source_flag: str, source_help: str, llm_help: str, convert, argv):
+    """LLM2CLIP and ProCLIP take the same options besides their source: one text model, one output folder."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(source_flag, required=True, help=source_help)
+    parser.add_argument("--llm", required=True, help=llm_help)
     parser.add_argument("--output", required=True, help="folder to write (created atomically)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights")
     parser.add_argument("--external-llm", action="store_true",
@@ -69,36 +65,31 @@ def convert_llm2clip_main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def action():
-        parity = convert_llm2clip(args.clip, args.llm, args.output, dtype=args.dtype, external_llm=args.external_llm,
-                                  overwrite=args.overwrite)  # fmt: skip
+        source = getattr(args, source_flag.lstrip("-"))
+        parity = convert(source, args.llm, args.output, dtype=args.dtype, external_llm=args.external_llm,
+                         overwrite=args.overwrite)  # fmt: skip
         for line in parity.lines():
             print(line)
         print(f"wrote {args.output}")
 
     return run_refusing_cleanly(action)
+
+
+def convert_llm2clip_main(argv=None) -> int:
+    from .llm2clip import convert_llm2clip
+
+    return _dual_tower_main(
+        "convert_llm2clip", "Merge the released LLM2CLIP CLIP part and its LLM text model into one self-contained folder.",
+        "--clip", "folder or Hub id of the CLIP part (vision tower + adapter)",
+        "folder or Hub id of the text model (plain Llama keys + tokenizer)", convert_llm2clip, argv,
+    )  # fmt: skip
 
 
 def convert_proclip_main(argv=None) -> int:
     from .proclip import convert_proclip
 
-    parser = argparse.ArgumentParser(
-        prog="convert_proclip",
-        description="Convert a ProCLIP .pt (visual.* + text.text_adaptor.*) plus its LLM into one self-contained folder.",
-    )
-    parser.add_argument("--checkpoint", required=True, help="e.g. proclip/3m/L14.pt (a raw state dict)")
-    parser.add_argument("--llm", required=True, help="folder or Hub id of the LLM embedder it was trained with")
-    parser.add_argument("--output", required=True, help="folder to write (created atomically)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights")
-    parser.add_argument("--external-llm", action="store_true",
-                        help="keep the LLM weights out of the folder; the config records where they live")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    args = parser.parse_args(argv)
-
-    def action():
-        parity = convert_proclip(args.checkpoint, args.llm, args.output, dtype=args.dtype,
-                                 external_llm=args.external_llm, overwrite=args.overwrite)  # fmt: skip
-        for line in parity.lines():
-            print(line)
-        print(f"wrote {args.output}")
-
-    return run_refusing_cleanly(action)
+    return _dual_tower_main(
+        "convert_proclip", "Convert a ProCLIP .pt (visual.* + text.text_adaptor.*) plus its LLM into one self-contained folder.",
+        "--checkpoint", "e.g. proclip/3m/L14.pt (a raw state dict)",
+        "folder or Hub id of the LLM embedder it was trained with", convert_proclip, argv,
+    )  # fmt: skip

@@ -176,6 +176,23 @@ def load_into(model: LLM2CLIPModel, weights: dict, tower: TextTower, external: b
         model.config.text_model_name_or_path = tower.source
 
 
+def dual_tower_card(template: str, source: str, model, tower: TextTower, vision: str, dtype: str, parity) -> str:
+    """The converted folder's README from model_cards/{template}.md (LLM2CLIP and ProCLIP share the fields)."""
+    config = model.config
+    external = f" (weights kept in `{tower.source}`)" if config.text_model_name_or_path else ""
+    return render_model_card(
+        template,
+        source=source,
+        text_model=f"{tower.config.model_type}, hidden {tower.config.hidden_size}, {tower.config.num_hidden_layers} layers{external}",
+        vision=vision,
+        adapter=f"{config.adapter_blocks} residual blocks, expansion {config.adapter_expansion}, "
+        f"{tower.config.hidden_size} -> {config.projection_dim}",
+        projection_dim=config.projection_dim,
+        dtype=dtype,
+        parity="\n".join(f"- {line}" for line in parity.lines()),
+    )
+
+
 def convert_llm2clip(
     clip: str | Path,
     llm: str | Path,
@@ -207,18 +224,11 @@ def convert_llm2clip(
     openai_vision = hf_vision_to_openai(weights, vision_config["num_hidden_layers"])
     openai_vision["visual.proj"] = weights["visual_projection.weight"].t()
     parity = verify_dual_tower(model, processor, tower, weights, "text_adapter.adaptor.", openai_vision)
-    card = render_model_card(
-        "llm2clip",
-        source=f"`{clip}` + `{llm}`",
-        text_model=f"{tower.config.model_type}, hidden {tower.config.hidden_size}, {tower.config.num_hidden_layers} layers"
-        + (f" (weights kept in `{tower.source}`)" if external_llm else ""),
-        vision=f"ViT, width {vision_config['hidden_size']}, {vision_config['num_hidden_layers']} layers, "
-        f"patch {vision_config['patch_size']}, {vision_config['image_size']} px",
-        adapter=f"{blocks} residual blocks, expansion {expansion}, {llm_width} -> {projection_dim}",
-        projection_dim=projection_dim,
-        dtype=dtype,
-        parity="\n".join(f"- {line}" for line in parity.lines()),
+    vision = (
+        f"ViT, width {vision_config['hidden_size']}, {vision_config['num_hidden_layers']} layers, "
+        f"patch {vision_config['patch_size']}, {vision_config['image_size']} px"
     )
+    card = dual_tower_card("llm2clip", f"`{clip}` + `{llm}`", model, tower, vision, dtype, parity)
     write_model_folder(model, processor, output, card, dtype=dtype, overwrite=overwrite)
     return parity
 

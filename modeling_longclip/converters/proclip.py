@@ -7,10 +7,11 @@ from pathlib import Path
 
 from ..configuration_proclip import ProCLIPConfig
 from ..modeling_proclip import ProCLIPModel
-from .export import ensure_writable, render_model_card, write_model_folder
+from .export import ensure_writable, write_model_folder
 from .llm2clip import (
     DualTowerParity,
     adapter_shape,
+    dual_tower_card,
     expected_adapter_shapes,
     load_into,
     load_text_tower,
@@ -71,16 +72,7 @@ def convert_proclip(
     load_into(model, weights, tower, external_llm)
     processor = make_processor(tower.tokenizer, vision.image_size)
     parity = verify_dual_tower(model, processor, tower, state_dict, ADAPTER_PREFIX, state_dict)
-    card = render_model_card(
-        "proclip",
-        source=f"`{checkpoint.name}` + `{llm}`",
-        text_model=f"{tower.config.model_type}, hidden {tower.config.hidden_size}, {tower.config.num_hidden_layers} layers"
-        + (f" (weights kept in `{tower.source}`)" if external_llm else ""),
-        vision=f"ViT, width {vision.width}, {vision.layers} layers, patch {vision.patch_size}, {vision.image_size} px",
-        adapter=f"{blocks} residual blocks, expansion {expansion}, {width} -> {output_dim}",
-        projection_dim=output_dim,
-        dtype=dtype,
-        parity="\n".join(f"- {line}" for line in parity.lines()),
-    )
+    vision_text = f"ViT, width {vision.width}, {vision.layers} layers, patch {vision.patch_size}, {vision.image_size} px"
+    card = dual_tower_card("proclip", f"`{checkpoint.name}` + `{llm}`", model, tower, vision_text, dtype, parity)
     write_model_folder(model, processor, output, card, dtype=dtype, overwrite=overwrite)
     return parity
