@@ -1,4 +1,4 @@
-"""The embedded default job: a full conversion round trip, offline, in seconds.
+"""A conversion round trip on an embedded default, offline, in seconds (`python -m modeling_longclip.conversion_demo`).
 
 Writes a small random checkpoint in the authors' original Long-CLIP format (two position tables, OpenAI keys),
 converts it with the real converter (which checks it against an independent forward first), loads the folder back in
@@ -108,7 +108,7 @@ def run(output_dir: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", default="demo_output", help="where the checkpoint and folder go")
+    parser.add_argument("--output-dir", default="demo_output/conversion", help="where the checkpoint and folder go")
     parser.add_argument("--clean", action="store_true", help="remove the output directory first")
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir)

@@ -3,8 +3,6 @@
 import json
 import random
 
-import pytest
-
 from modeling_longclip import conversion_demo
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
 from modeling_longclip.scenes import make_scenes
@@ -30,3 +28,24 @@ def test_scene_groups_differ_only_past_token_77():
         assert len({s.short_caption() for s in members}) == 1
         assert len({s.render().tobytes() for s in members}) == 4
     assert max(len(tokenizer(s.long_caption())["input_ids"]) for s in scenes) <= 248
+
+
+def test_reduced_demo_248_tokens_beat_77_on_long_captions(tmp_path):
+    """The main job, scaled down (fixed seed): the stretched and fine-tuned model must clearly win on long captions,
+    where the scenes differ only past token 77, without losing on the short ones."""
+    from modeling_longclip.demo import DemoSettings, run
+
+    settings = DemoSettings(train_groups=80, test_groups=15, clip_steps=200, longclip_steps=200, batch_size=32, seed=0)
+    results = run(tmp_path / "demo", settings, log=lambda *args: None)
+    clip, longclip = results["CLIP, 77 tokens"], results["Long-CLIP, 248 tokens"]
+    for direction in ("image_to_text_R@1", "text_to_image_R@1"):
+        assert longclip["long"][direction] >= clip["long"][direction] + 20, results
+        assert longclip["short"][direction] >= clip["short"][direction] - 5, results
+    assert clip["long"]["texts_too_long"] == 60 and longclip["long"]["texts_too_long"] == 0
+    assert json.loads((tmp_path / "demo" / "results.json").read_text()) == results
+    assert (tmp_path / "demo" / "results.png").stat().st_size > 1000
+    folder = tmp_path / "demo" / "longclip-248"
+    from modeling_longclip.hub import validate_model_folder
+
+    validate_model_folder(folder)
+    assert "| CLIP, 77 tokens |" in (tmp_path / "demo" / "results.md").read_text()
