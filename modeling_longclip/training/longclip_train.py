@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, HfArgumentParser, TrainingArguments, set_seed
+from transformers import CLIPModel, CLIPProcessor, HfArgumentParser, TrainingArguments, set_seed
 
 from ..converters.export import render_model_card
 from ..hub import validate_model_folder
@@ -81,9 +81,10 @@ def build_model_and_processor(args: ModelArguments):
         model = LongCLIPModel.from_clip(clip, keep=args.keep_positions, ratio=args.stretch_ratio)
         model.logit_scale.data.fill_(args.logit_scale_init)
         model.config.logit_scale_init_value = args.logit_scale_init
-        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+        clip_processor = CLIPProcessor.from_pretrained(args.model_name_or_path)  # without torchvision on every 5.x
+        tokenizer = clip_processor.tokenizer
         tokenizer.model_max_length = model.config.text_config.max_position_embeddings
-        processor = LongCLIPProcessor(AutoImageProcessor.from_pretrained(args.model_name_or_path), tokenizer)
+        processor = LongCLIPProcessor(clip_processor.image_processor, tokenizer)
     else:
         kwargs = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
         model = LongCLIPModel.from_pretrained(args.model_name_or_path, **kwargs)

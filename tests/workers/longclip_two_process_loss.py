@@ -9,11 +9,6 @@ import sys
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, sys.argv[2])  # tests/ for conftest helpers
-from conftest import tiny_longclip_config  # noqa: E402
-
-from modeling_longclip import LongCLIPModel  # noqa: E402
-
 
 def global_batch(size: int):
     generator = torch.Generator().manual_seed(123)
@@ -26,6 +21,11 @@ def global_batch(size: int):
 
 
 def main():
+    sys.path.insert(0, sys.argv[2])  # tests/, for the conftest helpers
+    from conftest import tiny_longclip_config
+
+    from modeling_longclip import LongCLIPModel
+
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
