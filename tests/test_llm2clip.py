@@ -188,3 +188,49 @@ def test_converter_refusals(tmp_path, released_llm2clip, llama_tokenizer):
     with pytest.raises(CheckpointError, match="expects 64-d text embeddings"):
         convert_llm2clip(clip, wide, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "mistral", "qwen3"])
+def test_other_decoders_run_bidirectionally(model_type):
+    from transformers import AutoConfig
+
+    text_config = AutoConfig.for_model(
+        model_type, vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LLM2CLIPModel(tiny_llm2clip_config(text_config)).eval()
+    ids = torch.randint(5, 300, (1, 12))
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % 300
+    with torch.no_grad():
+        first = model.text_model(input_ids=ids).last_hidden_state[0, 0]
+        first_changed = model.text_model(input_ids=changed).last_hidden_state[0, 0]
+    assert (first - first_changed).abs().max() > 1e-5  # the first token sees the last one
+
+
+def test_last_token_pooling_with_left_and_right_padding():
+    from modeling_longclip.modeling_llm2clip import pool_hidden_states
+
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    left = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]])
+    right = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    torch.testing.assert_close(pool_hidden_states(hidden, left, "last"), hidden[:, 3])
+    torch.testing.assert_close(pool_hidden_states(hidden, right, "last"), torch.stack([hidden[0, 2], hidden[1, 1]]))
+    torch.testing.assert_close(pool_hidden_states(hidden, right, "mean"), torch.stack([hidden[0, :3].mean(0), hidden[1, :2].mean(0)]))
+
+
+def test_evaluation_runs_through_the_shared_feature_api(tiny_llm2clip, tmp_path):
+    from PIL import Image
+
+    from modeling_longclip.evaluation import RetrievalSet, evaluate_retrieval
+
+    model, processor = tiny_llm2clip
+    paths = []
+    for i, colour in enumerate(["red", "green", "blue"]):
+        paths.append(tmp_path / f"{colour}.png")
+        Image.new("RGB", (40, 40), colour).save(paths[-1])
+    dataset = RetrievalSet("tiny", "default", paths, ["a red square", "a green square", "a blue square", "red"], [0, 1, 2, 0], "test")
+    result = evaluate_retrieval(model, processor, dataset, progress=False)
+    assert set(result["image_to_text"]) == {"R@1", "R@5", "R@10"}
+    assert result["counts"]["texts"] == 4 and result["image_to_text"]["R@10"] == 100.0
