@@ -35,7 +35,7 @@ from .data import DataError
 from .dual_tower_models import AdapterDistillationModel, CaptionContrastiveModel, EMATeacherContrastiveModel
 from .longclip_train import DataArguments, load_training_data
 from .losses import STRUCTURE_FORMS
-from .trainer import CollatorEpochCallback, ContrastiveTrainer, EMATeacherCallback
+from .trainer import CollatorEpochCallback, ContrastiveTrainer, EMATeacherCallback, finish_distributed
 
 
 @dataclass
@@ -208,6 +208,7 @@ def train_stage(family: str, stage: str, args: DualTowerArguments, data_args: Da
     trainer.save_metrics("train", result.metrics)
     if trainer.is_world_process_zero():
         _export(family, stage, trainable, processor, args, data_args, training_args, trainer.state.global_step)
+    finish_distributed(trainer)
     return trainer, result
 
 

@@ -29,7 +29,7 @@ from .data import (
     load_sharegpt4v,
     load_webdataset,
 )
-from .trainer import ContrastiveTrainer, ModelCardCallback
+from .trainer import ContrastiveTrainer, ModelCardCallback, finish_distributed
 
 
 @dataclass
@@ -166,6 +166,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     if trainer.is_world_process_zero():
         (Path(training_args.output_dir) / "README.md").write_text(render_card(trainer.state.global_step), encoding="utf-8")
         validate_model_folder(training_args.output_dir)
+    finish_distributed(trainer)
     return trainer, result
 
 

@@ -69,6 +69,17 @@ class ContrastiveTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def finish_distributed(trainer) -> None:
+    """Let every process wait for the main one's final writes, then close the process group.
+
+    A process that leaves while others still use the group (or with the group still open) can abort at exit
+    ("terminate called without an active exception") and fail the whole torchrun job.
+    """
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 class ModelCardCallback(TrainerCallback):
     """Writes README.md into every checkpoint folder (and the caller writes it into the final folder)."""
 
