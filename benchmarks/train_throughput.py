@@ -126,7 +126,8 @@ def main() -> None:
         for attn in args.attn:
             batch = args.batch if size != "tiny" else min(args.batch, 16)
             rows.append(run(size, attn, args.steps, args.warmup, batch, not args.no_bf16, args.gradient_checkpointing))
-    print(f"\nLong-CLIP training throughput on {device}, torch {torch.__version__}, bf16={not args.no_bf16}")
+    bf16 = not args.no_bf16 and torch.cuda.is_available()
+    print(f"\nLong-CLIP training throughput on {device}, torch {torch.__version__}, bf16={bf16}")
     print("| size | attention | batch/device | grad. checkpointing | samples/s | peak memory (GiB) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
