@@ -15,13 +15,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, CLIPVisionModel, PreTrainedModel
+from transformers import AutoModel, CLIPVisionModel, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
 from .embedding import EmbeddingMixin
+
+
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "trust_remote_code")
 
 
 class ResidualMLPBlock(nn.Module):
@@ -111,11 +114,23 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Standard loading; when the config names an external text model, its weights come from there."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        source = model.config.text_model_name_or_path
-        if source:
-            model.load_text_model(source, local_files_only=kwargs.get("local_files_only", False))
+        """Standard loading; when the config names an external text model, its weights come from there (and their
+        absence from this folder is expected, not reported as missing)."""
+        config = kwargs.get("config")
+        if not isinstance(config, PreTrainedConfig):
+            hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
+            kwargs["config"] = config
+        source = config.text_model_name_or_path
+        if not source:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        previous = cls._keys_to_ignore_on_load_missing
+        cls._keys_to_ignore_on_load_missing = [*(previous or []), r"^text_model\."]
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        finally:
+            cls._keys_to_ignore_on_load_missing = previous
+        model.load_text_model(source, local_files_only=kwargs.get("local_files_only", False))
         return model
 
     def load_text_model(self, source: str | os.PathLike, **kwargs) -> None:

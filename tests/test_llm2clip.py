@@ -1,6 +1,7 @@
 """LLM2CLIP: llm2vec encoding semantics token by token, the bidirectional text tower, conversion, loading."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -157,7 +158,7 @@ def test_converter_parity_and_self_contained_folder(tmp_path, released_llm2clip,
     assert abs(sum(s["score"] for s in result["zero_shot_scores"]) - 1) < 1e-5
 
 
-def test_external_llm_keeps_weights_out_and_loads_in_one_call(tmp_path, released_llm2clip):
+def test_external_llm_keeps_weights_out_and_loads_in_one_call(tmp_path, released_llm2clip, monkeypatch):
     clip, llm = released_llm2clip
     convert_llm2clip(clip, llm, tmp_path / "out", external_llm=True)
     from safetensors import safe_open
@@ -165,11 +166,24 @@ def test_external_llm_keeps_weights_out_and_loads_in_one_call(tmp_path, released
     with safe_open(tmp_path / "out" / "model.safetensors", "pt") as weights:
         assert not any(k.startswith("text_model.") for k in weights.keys())
     assert json.loads((tmp_path / "out" / "config.json").read_text())["text_model_name_or_path"] == str(llm)
-    external = LLM2CLIPModel.from_pretrained(tmp_path / "out")
+    records = []
+    listener = logging.Handler()
+    listener.emit = records.append
+    logging.getLogger("transformers").addHandler(listener)  # its own handlers bypass pytest's capture
+    try:
+        external = LLM2CLIPModel.from_pretrained(tmp_path / "out")
+    finally:
+        logging.getLogger("transformers").removeHandler(listener)
+    assert not [r for r in records if "MISSING" in r.getMessage()]  # text weights live elsewhere: not "missing"
     convert_llm2clip(clip, llm, tmp_path / "inside")
     inside = LLM2CLIPModel.from_pretrained(tmp_path / "inside")
     for (name, a), b in zip(external.text_model.state_dict().items(), inside.text_model.state_dict().values()):
         assert torch.equal(a, b), name
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    texts = ["a red car", "two dogs on a beach"]
+    result = load_in_clean_process(tmp_path / "out", texts)  # remote code, package blocked
+    expected = inside.encode_text(texts, processor=LLM2CLIPProcessor.from_pretrained(tmp_path / "inside"))
+    torch.testing.assert_close(torch.tensor(result["encode_text"]), expected, rtol=0, atol=1e-5)
 
 
 def test_converter_refusals(tmp_path, released_llm2clip, llama_tokenizer):
