@@ -218,7 +218,11 @@ def _main(family: str, argv=None) -> int:
     known, rest = stage_parser.parse_known_args(argv)
     stage = known.stage or "1"
     description, training_class = STAGES[(family, stage)]
-    parser = HfArgumentParser((DualTowerArguments, DataArguments, training_class), description=f"{family} stage {stage}: {description}")
+    parser = HfArgumentParser(
+        (DualTowerArguments, DataArguments, training_class),
+        description=f"{family} stage {stage}: {description} (pick the stage with --stage 1|2; options that name "
+        "another stage are ignored).",
+    )
     args, data_args, training_args = parser.parse_args_into_dataclasses(args=rest)
     try:
         train_stage(family, stage, args, data_args, training_args)
