@@ -63,7 +63,6 @@ class SyntheticCollator:
             "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
             "input_ids": self._ids(batch, self.long_tokens),
             "short_input_ids": self._ids(batch, self.short_tokens),
-            "skipped": torch.zeros(3, dtype=torch.long),
         }
 
 

@@ -191,3 +191,38 @@ def test_shipped_launch_configs_parse():
     zero2 = json.loads((configs / "ds_zero2.json").read_text())
     assert zero2["zero_optimization"]["stage"] == 2
     assert zero2["train_micro_batch_size_per_gpu"] == "auto"  # filled from TrainingArguments by transformers
+
+
+def test_streamed_webdataset_shards_and_sharegpt4v_json(tmp_path, base_folder):
+    import io
+    import tarfile
+
+    train_file = write_photo_dataset(tmp_path / "data")
+    rows = [json.loads(line) for line in train_file.read_text().splitlines()]
+    for shard in range(2):
+        with tarfile.open(tmp_path / f"shard-{shard:05d}.tar", "w") as tar:
+            for i, row in enumerate(rows[shard * 5 : shard * 5 + 5]):
+                for suffix, payload in (("jpg", (train_file.parent / "images" / row["image"]).read_bytes()), ("txt", row["caption"].encode())):
+                    info = tarfile.TarInfo(f"{shard}_{i:03d}.{suffix}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    out = tmp_path / "wds"
+    argv = ["--model_name_or_path", str(base_folder), "--train_shards", str(tmp_path / "shard-{00000..00001}.tar"),
+            "--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "4", "--learning_rate", "1e-4",
+            "--warmup_steps", "0", "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true"]  # fmt: skip
+    assert train_main(argv) == 0
+    assert json.loads((out / "train_results.json").read_text())["skipped_corrupt_image"] == 0
+    assert LongCLIPModel.from_pretrained(out).config.model_type == "longclip"
+
+    records = [{"id": str(i), "image": rows[i % 10]["image"],
+                "conversations": [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": rows[i % 10]["caption"]}]}
+               for i in range(1006)]  # fmt: skip
+    share = tmp_path / "share-captioner.json"
+    share.write_text(json.dumps(records))
+    out = tmp_path / "share"
+    argv = ["--model_name_or_path", str(base_folder), "--dataset_format", "sharegpt4v", "--train_file", str(share),
+            "--image_root", str(train_file.parent / "images"), "--output_dir", str(out), "--max_steps", "2",
+            "--per_device_train_batch_size", "3", "--warmup_steps", "0", "--save_strategy", "no", "--report_to", "none",
+            "--use_cpu", "true", "--logging_steps", "1"]  # fmt: skip
+    assert train_main(argv) == 0
+    assert json.loads((out / "trainer_state.json").read_text())["log_history"][0]["epoch"] == 0.5  # 6 rows after the 1000 held out

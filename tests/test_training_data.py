@@ -542,8 +542,7 @@ def test_collator_skips_and_counts_broken_rows(tiny_longclip, clip_tokenizer, im
     batch = collator(rows)
 
     assert SKIP_REASONS == ("missing_image", "corrupt_image", "empty_caption")
-    assert batch["skipped"].tolist() == [1, 2, 2]
-    assert batch["skipped"].dtype == torch.int64
+    assert collator.skips.totals() == [1, 2, 2]  # counted beside the batch, not in it
 
     kept_images = [decoded(astronaut), decoded(chelsea), decoded(coffee), camera_gray.convert("RGB")]
     kept_captions = [caption_for(n) for n in ("astronaut", "chelsea", "coffee", "camera")]
@@ -564,7 +563,7 @@ def test_collator_skips_and_counts_broken_rows(tiny_longclip, clip_tokenizer, im
     assert unpadded(batch, "short_input_ids", "short_attention_mask") == [token_ids(clip_tokenizer, s) for s in kept_shorts]
     decoded_short = clip_tokenizer.decode(batch["short_input_ids"][0][batch["short_attention_mask"][0].bool()], skip_special_tokens=True)
     assert decoded_short.strip() == SUBJECTS["astronaut"].lower()
-    assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "short_input_ids", "short_attention_mask", "skipped"}
+    assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "short_input_ids", "short_attention_mask"}
 
 
 def test_collator_accepts_every_image_reference_form(tiny_longclip, image_dir, monkeypatch, tmp_path):
@@ -583,16 +582,18 @@ def test_collator_accepts_every_image_reference_form(tiny_longclip, image_dir, m
         {"path": str(path), "bytes": None},
         decoded(path),  # PIL image
     ]
-    batch = ImageCaptionCollator(processor, image_root=str(image_dir))([{"image": r, "caption": caption} for r in references])
-    assert batch["skipped"].tolist() == [0, 0, 0]
+    collator = ImageCaptionCollator(processor, image_root=str(image_dir))
+    batch = collator([{"image": r, "caption": caption} for r in references])
+    assert collator.skips.totals() == [0, 0, 0]
     expected = pixels(processor, [decoded(path)])
     assert batch["pixel_values"].shape[0] == len(references)
     for row in batch["pixel_values"]:
         assert torch.equal(row, expected[0])
 
     # Without image_root the relative reference is looked up in the working directory: missing.
-    batch = ImageCaptionCollator(processor)([{"image": path.name, "caption": caption}, {"image": str(path), "caption": caption}])
-    assert batch["skipped"].tolist() == [1, 0, 0] and batch["pixel_values"].shape[0] == 1
+    collator = ImageCaptionCollator(processor)
+    batch = collator([{"image": path.name, "caption": caption}, {"image": str(path), "caption": caption}])
+    assert collator.skips.totals() == [1, 0, 0] and batch["pixel_values"].shape[0] == 1
 
 
 def test_collator_random_mode_picks_long_or_short_per_sample(tiny_longclip, clip_tokenizer, image_dir):
@@ -608,7 +609,7 @@ def test_collator_random_mode_picks_long_or_short_per_sample(tiny_longclip, clip
         for epoch in range(5):
             collator.epoch = epoch
             batch = collator(rows)
-            assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "skipped"}
+            assert set(batch) == {"input_ids", "attention_mask", "pixel_values"}
             assert batch["pixel_values"].shape[0] == len(rows)
             chosen = []
             for ids, long, short in zip(unpadded(batch, "input_ids", "attention_mask"), long_ids, short_ids):
@@ -632,7 +633,7 @@ def test_collator_none_mode_uses_long_captions_only(tiny_longclip, clip_tokenize
     names = ["rocket", "page", "retina"]
     rows = [{"image": file_of(image_dir, n), "caption": caption_for(n), "short_caption": "ignored"} for n in names]
     batch = ImageCaptionCollator(processor, image_root=image_dir, short_captions="none")(rows)
-    assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "skipped"}
+    assert set(batch) == {"input_ids", "attention_mask", "pixel_values"}
     assert unpadded(batch, "input_ids", "attention_mask") == [token_ids(clip_tokenizer, caption_for(n)) for n in names]
     assert batch["input_ids"].shape[1] == max(len(token_ids(clip_tokenizer, caption_for(n))) for n in names)
 
@@ -657,18 +658,18 @@ def test_collator_all_broken_batch_reuses_last_good_row(tiny_longclip, clip_toke
         {"image": file_of(image_dir, "rocket"), "caption": ""},
     ]
     refilled = collator(broken)
-    assert refilled["skipped"].tolist() == [1, 2, 1]
+    assert collator.skips.totals() == [1, 2, 1]
     assert refilled["pixel_values"].shape[0] == 1
     assert torch.equal(refilled["pixel_values"][0], first["pixel_values"][0])
     assert unpadded(refilled, "input_ids", "attention_mask") == [token_ids(clip_tokenizer, caption_for("chelsea"))]
     assert unpadded(refilled, "short_input_ids", "short_attention_mask") == [token_ids(clip_tokenizer, SUBJECTS["chelsea"])]
 
     again = collator(broken[:1])  # still the same row after a refill
-    assert again["skipped"].tolist() == [1, 0, 0]
+    assert collator.skips.totals() == [2, 2, 1]  # running totals
     assert torch.equal(again["input_ids"], refilled["input_ids"])
 
     after = collator([{"image": file_of(image_dir, "page"), "caption": caption_for("page")}])
-    assert after["skipped"].tolist() == [0, 0, 0]
+    assert collator.skips.totals() == [2, 2, 1]
     assert unpadded(after, "input_ids", "attention_mask") == [token_ids(clip_tokenizer, caption_for("page"))]
 
 
@@ -688,7 +689,7 @@ def test_collator_on_imagefolder_and_webdataset_rows(tiny_longclip, clip_tokeniz
     collator = ImageCaptionCollator(processor)  # imagefolder paths are absolute, webdataset rows carry bytes
     folder_rows = list(load_imagefolder(imagefolder, caption_column="text", short_caption_column="short"))[:3]
     batch = collator(folder_rows)
-    assert batch["skipped"].tolist() == [0, 0, 0] and batch["pixel_values"].shape[0] == 3
+    assert collator.skips.totals() == [0, 0, 0] and batch["pixel_values"].shape[0] == 3
     assert unpadded(batch, "short_input_ids", "short_attention_mask") == [token_ids(clip_tokenizer, r["short_caption"]) for r in folder_rows]
     assert torch.allclose(batch["pixel_values"], pixels(processor, [decoded(Path(r["image"]["path"])) for r in folder_rows]))
 
@@ -732,13 +733,11 @@ def test_collator_in_dataloader_with_two_workers(tiny_longclip, clip_tokenizer, 
     path = write_caption_file(tmp_path / "train.jsonl", records)
     dataset = load_caption_file(path, image_column="file", caption_column="text")
 
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=4, shuffle=False, num_workers=2, collate_fn=PidCollator(processor, image_root=image_dir)
-    )
+    collator = PidCollator(processor, image_root=image_dir)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=False, num_workers=2, collate_fn=collator)
     batches = list(loader)
     assert len(batches) == 4
-    total = torch.stack([b["skipped"] for b in batches]).sum(0)
-    assert total.tolist() == [1, 2, 1]
+    assert collator.skips.totals() == [1, 2, 1]  # the workers' counts reach the main process
     assert [b["pixel_values"].shape[0] for b in batches] == [3, 3, 3, 1]
     assert {int(b["pid"]) for b in batches}.isdisjoint({os.getpid()})
     assert [int(b["worker"]) for b in batches] == [0, 1, 0, 1]
@@ -765,5 +764,5 @@ def test_dataloader_all_broken_batch_in_second_worker_is_refilled(tiny_longclip,
     collator.set_fallback(dataset)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collator)
     batches = list(loader)
-    assert torch.stack([b["skipped"] for b in batches]).sum(0).tolist() == [1, 1, 0]
+    assert collator.skips.totals() == [1, 1, 0]
     assert all(b["pixel_values"].shape[0] >= 1 for b in batches)

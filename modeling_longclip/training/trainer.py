@@ -1,8 +1,8 @@
 """`Trainer` glue for the contrastive families: no loop of our own, only what Trainer cannot know.
 
-The loss comes from `model(**batch, return_loss=True)` (which gathers negatives across processes itself); broken rows
-the collator skipped are summed over processes into the logs; the frozen position rows and `logit_scale` get no weight
-decay; every checkpoint gets a model card so it is Hub-ready like a converted folder.
+The loss comes from `model(**batch, return_loss=True)` (which gathers negatives across processes itself); rows the
+collator skipped (its `skips` counts) are summed over processes into the logs; the frozen position rows and
+`logit_scale` get no weight decay; every checkpoint gets a model card so it is Hub-ready like a converted folder.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ def vision_layer_depth(name: str, num_layers: int) -> int:
 class ContrastiveTrainer(Trainer):
     def __init__(self, *args, vision_layer_decay: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._skipped = torch.zeros(len(SKIP_REASONS), dtype=torch.long)
         self.vision_layer_decay = vision_layer_decay
 
     def create_optimizer(self, model=None):
@@ -53,9 +52,6 @@ class ContrastiveTrainer(Trainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        skipped = inputs.pop("skipped", None)
-        if skipped is not None:
-            self._skipped += skipped.detach().long().cpu()
         outputs = model(**inputs, return_loss=True)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
@@ -64,7 +60,9 @@ class ContrastiveTrainer(Trainer):
         return [name for name in super().get_decay_parameter_names(model) if not name.endswith(NO_DECAY_SUFFIXES)]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        totals = self.accelerator.reduce(self._skipped.to(self.accelerator.device), reduction="sum")
+        skips = getattr(self.data_collator, "skips", None)
+        local = torch.tensor(skips.totals() if skips is not None else [0] * len(SKIP_REASONS), device=self.accelerator.device)
+        totals = self.accelerator.reduce(local, reduction="sum")
         logs.update({f"skipped_{reason}": int(count) for reason, count in zip(SKIP_REASONS, totals.tolist())})
         super().log(logs, start_time)
 
