@@ -39,7 +39,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .training.data import DataError, short_caption_of
+from .training.data import TABLE_BUILDERS, DataError, read_table_file, short_caption_of
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = 1
@@ -50,7 +50,6 @@ TEMP_SUFFIX = ".tmp"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Recorded in the index for people reading it, but not compared: a copied or moved model folder is the same model.
 INFORMATIONAL_FIELDS = frozenset({"name_or_path"})
-TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 HASH_CHUNK = 1 << 24  # elements per host copy while hashing weights
 
 
@@ -524,14 +523,9 @@ def load_caption_table(path: str | Path):
         return loaded
     if not path.exists():
         raise DataError(f"{path}: no such caption file or dataset folder.")
-    builder = TABLE_BUILDERS.get(path.suffix.lower())
-    if builder is None:
+    if path.suffix.lower() not in TABLE_BUILDERS:
         raise DataError(f"{path}: expected {', '.join(TABLE_BUILDERS)} or a folder saved with Dataset.save_to_disk.")
-    kwargs = {"delimiter": "\t", "quoting": 3} if path.suffix.lower() == ".tsv" else {}  # 3: csv.QUOTE_NONE
-    try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-    except Exception as error:  # noqa: BLE001 - any parse failure: one clear message
-        raise DataError(f"{path}: cannot be read as {builder.upper()} ({type(error).__name__}: {error}).") from None
+    return read_table_file(path)
 
 
 class CaptionSource:

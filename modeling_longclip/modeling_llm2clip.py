@@ -176,8 +176,8 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
             if input_ids is None:
                 raise ValueError("get_text_features needs input_ids (with attention_mask / pooling_mask) or text_embeds.")
             text_embeds = self.encode_llm(input_ids, attention_mask, pooling_mask)
-        adapter_dtype = self.text_adapter.adaptor[-1].weight.dtype
-        features = self.text_adapter(text_embeds.to(self.text_adapter.adaptor[-1].weight.device, adapter_dtype))
+        output_layer = self.text_adapter.adaptor[-1].weight
+        features = self.text_adapter(text_embeds.to(output_layer.device, output_layer.dtype))
         return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=features)
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:

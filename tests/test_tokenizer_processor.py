@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from modeling_longclip import LongCLIPProcessor, LongTextTruncationWarning
-from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer, clip_vocab_and_merges
+from modeling_longclip.converters.clip_preprocessing import clip_vocab_and_merges
 from conftest import tiny_image_processor
 from openclip_reference import open_clip_tokenize
 

@@ -134,12 +134,12 @@ def convert_longclip(
     config = LongCLIPConfig(**fields, keep_positions=min(keep, text.context_length), logit_scale_init_value=float(hf_state["logit_scale"]))
     model = LongCLIPModel(config).eval()
     model.load_state_dict(hf_state, strict=True)
-    source_tokenizer = load_tokenizer(tokenizer, text.context_length, text.vocab_size)
-    report = verify_against_reference(model, state_dict, verification_texts(source_tokenizer, text.context_length), keep)
+    clip_tokenizer = load_tokenizer(tokenizer, text.context_length, text.vocab_size)
+    report = verify_against_reference(model, state_dict, verification_texts(clip_tokenizer, text.context_length), keep)
 
     if not is_longclip:  # a stock CLIP: stretch, then check it still agrees wherever the original table was kept
         model = LongCLIPModel.from_clip(model, keep=keep, ratio=ratio).eval()
-        short = verification_texts(source_tokenizer, keep, ("a cat", "a photo of a dog on the grass"))
+        short = verification_texts(clip_tokenizer, keep, ("a cat", "a photo of a dog on the grass"))
         stretched = verify_against_reference(model, state_dict, short, keep)
         report.stretched_from = text.context_length
         report.notes.append(
@@ -147,14 +147,14 @@ def convert_longclip(
             f"{stretched.text_max_abs_diff:.3e} on captions within the {keep} kept positions"
         )
     context = model.config.text_config.max_position_embeddings
-    final_tokenizer = load_tokenizer(tokenizer, context, text.vocab_size)
+    clip_tokenizer.model_max_length = context  # the same vocabulary; only the written limit follows the stretch
     image_processor = clip_image_processor(vision.image_size)
     if output_format == "clip":
         clip = CLIPModel(CLIPConfig(**_clip_fields(model)))
         clip.load_state_dict(model.state_dict(), strict=True)
-        model, processor = clip.eval(), CLIPProcessor(image_processor, final_tokenizer)
+        model, processor = clip.eval(), CLIPProcessor(image_processor, clip_tokenizer)
     else:
-        processor = LongCLIPProcessor(image_processor, final_tokenizer)
+        processor = LongCLIPProcessor(image_processor, clip_tokenizer)
     card = render_model_card(
         "longclip",
         source=checkpoint.name,

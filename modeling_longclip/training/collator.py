@@ -13,7 +13,6 @@ import itertools
 import multiprocessing
 from pathlib import Path
 
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from .data import short_caption_of

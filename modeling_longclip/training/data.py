@@ -51,6 +51,20 @@ def _rename(dataset, column: str, target: str, source: str):
     return dataset.rename_column(column, target) if column != target else dataset
 
 
+TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+
+
+def read_table_file(path: Path):
+    """One `datasets.Dataset` from a JSON lines / JSON / CSV / TSV / Parquet file (other suffixes read as JSON)."""
+    builder = TABLE_BUILDERS.get(path.suffix.lower(), "json")
+    # Plain TSV has no quoting: a caption may start with a quote character.
+    kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix.lower() == ".tsv" else {}
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as error:  # noqa: BLE001 - any parse failure: one clear message
+        raise DataError(f"{path}: cannot be read as {builder.upper()} ({type(error).__name__}: {error}).") from None
+
+
 def load_caption_file(path: str | Path, image_column="image", caption_column="caption", short_caption_column=None):
     """JSON lines / JSON / CSV with an image path column and a caption column (and optionally a short caption).
 
@@ -59,13 +73,7 @@ def load_caption_file(path: str | Path, image_column="image", caption_column="ca
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
-    builder = "csv" if path.suffix.lower() in (".csv", ".tsv") else "json"
-    # Plain TSV has no quoting: a caption may start with a quote character.
-    kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix.lower() == ".tsv" else {}
-    try:
-        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-    except Exception as error:  # noqa: BLE001 - any parse failure: one clear message
-        raise DataError(f"{path}: cannot be read as {builder.upper()} ({type(error).__name__}: {error}).") from None
+    dataset = read_table_file(path)
     if image_column is not None:
         dataset = _rename(dataset, image_column, "image", str(path))
     dataset = _rename(dataset, caption_column, "caption", str(path))

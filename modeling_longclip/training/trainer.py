@@ -35,7 +35,7 @@ class ContrastiveTrainer(Trainer):
     def create_optimizer(self, model=None):
         """AdamW as Trainer builds it, plus optional layer-wise learning-rate decay over the ViT (LLM2CLIP stage 2)."""
         if self.vision_layer_decay is None or self.optimizer is not None:
-            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+            return super().create_optimizer(model)
         model = model or self.model
         decay_names = set(self.get_decay_parameter_names(model))
         num_layers = model.config.vision_config.num_hidden_layers
