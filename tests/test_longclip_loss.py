@@ -1,9 +1,6 @@
 """The Long-CLIP loss against the written recipe (REFERENCE 1.5), PCA robustness, and 2-process equivalence."""
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ import torch.nn.functional as F
 from conftest import tiny_longclip_config
 from modeling_longclip import LongCLIPModel
 from modeling_longclip.contrastive import contrastive_loss, long_clip_loss, primary_component_matching
+from torchrun import run_torchrun
 from workers.longclip_two_process_loss import global_batch
 
 TESTS = Path(__file__).resolve().parent
@@ -97,12 +95,10 @@ def test_forward_returns_long_clip_loss_with_short_captions_and_clip_loss_withou
 
 def test_two_processes_equal_one_process_on_the_same_split(tmp_path):
     batch = 16
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         TESTS / "workers" / "longclip_two_process_loss.py", tmp_path / "out.pt", TESTS, str(batch)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    run = run_torchrun(
+        [TESTS / "workers" / "longclip_two_process_loss.py", tmp_path / "out.pt", TESTS, batch],
+        env={"PYTHONPATH": str(TESTS)},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     distributed = torch.load(tmp_path / "out.pt")
 

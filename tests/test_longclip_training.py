@@ -1,9 +1,7 @@
 """longclip-train end to end on CPU: real photos (skimage) with generated captions, tiny models."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from modeling_longclip import LongCLIPModel, LongCLIPProcessor
 from modeling_longclip.clean_load import load_in_clean_process
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
 from modeling_longclip.training.longclip_train import main as train_main
+from torchrun import run_torchrun
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "page", "retina", "horse", "moon")
 COLORS = ("red", "green", "blue", "golden", "silver", "purple", "orange", "white", "black", "brown")
@@ -165,16 +164,12 @@ def test_data_errors_exit_cleanly(tmp_path, base_folder, capsys):
 def test_two_processes_with_torchrun(tmp_path, base_folder):
     train_file = write_photo_dataset(tmp_path / "data")
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "modeling_longclip.training.longclip_train",
-         "--model_name_or_path", str(base_folder), "--train_file", str(train_file),
-         "--image_root", str(train_file.parent / "images"), "--output_dir", str(out), "--max_steps", "3",
-         "--logging_steps", "1",
+    run = run_torchrun(
+        ["-m", "modeling_longclip.training.longclip_train",
+         "--model_name_or_path", base_folder, "--train_file", train_file,
+         "--image_root", train_file.parent / "images", "--output_dir", out, "--max_steps", "3", "--logging_steps", "1",
          "--per_device_train_batch_size", "3", "--learning_rate", "1e-4", "--warmup_steps", "0",
          "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--log_level", "info"],
-        capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Total train batch size (w. parallel, distributed & accumulation) = 6" in run.stdout + run.stderr

@@ -7,6 +7,7 @@ collator skipped (its `skips` counts) are summed over processes into the logs; t
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
 
@@ -68,14 +69,19 @@ class ContrastiveTrainer(Trainer):
 
 
 def finish_distributed(trainer) -> None:
-    """Let every process wait for the main one's final writes, then close the process group.
+    """Let every process wait for the main one's final writes, then close the process group safely.
 
-    A process that leaves while others still use the group (or with the group still open) can abort at exit
-    ("terminate called without an active exception") and fail the whole torchrun job.
+    The DDP wrapper goes first, while the process group registry still holds the group: otherwise the wrapper's
+    Reducer is the group's last owner, and freeing it (with the GIL held) runs the gloo destructor, which joins a
+    worker thread that may itself be waiting for the GIL to free the last barrier's tensors. That deadlock hung
+    2-process runs after training, intermittently. `end_training` then destroys the group on a path that releases
+    the GIL, so a process never leaves with the group open (which can abort at exit instead).
     """
     trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    trainer.model_wrapped = trainer.model
+    trainer.accelerator.free_memory()  # drops the accelerator's references to the wrapped model and optimizer
+    gc.collect()
+    trainer.accelerator.end_training()
 
 
 class ModelCardCallback(TrainerCallback):
