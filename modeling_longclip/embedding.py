@@ -27,10 +27,33 @@ def pool_text_windows(window_embeds: torch.Tensor, window_to_text: torch.Tensor,
     return F.normalize(pooled, dim=-1)
 
 
+def length_order(processor, texts: Sequence[str]) -> list[int]:
+    """Positions sorted by token count (the processor's tokenizer, capped at its max_length), longest first.
+
+    Batches cut from this order hold texts of similar length, so padding to the longest in each batch wastes little
+    (a random mix of long and short captions otherwise pads most rows to the longest). Longest first makes the
+    biggest batch the first one, so a batch size that does not fit fails at once. Without a tokenizer the character
+    count is used.
+    """
+    tokenizer = getattr(processor, "tokenizer", None)
+    stripped = [t.strip() for t in texts]
+    if tokenizer is not None:
+        lengths = [len(ids) for ids in tokenizer(stripped, add_special_tokens=False, verbose=False)["input_ids"]]
+        limit = getattr(processor, "max_length", None)
+        if isinstance(limit, int) and limit > 0:
+            lengths = [min(n, limit) for n in lengths]
+    else:
+        lengths = [len(t) for t in stripped]
+    return sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+
+
 class EmbeddingMixin:
     """`encode_text` / `encode_image` on top of `get_text_features` / `get_image_features`."""
 
     _processor = None
+    # A causal text tower pooled at a token before the (right-side) padding never sees the padding, so the padding
+    # mask can be left out; without a mask SDPA runs its causal flash kernel instead of a masked one.
+    causal_text_tower = False
 
     def get_processor(self):
         """The processor saved beside the weights (loaded once from the model's folder or Hub repo)."""
@@ -44,25 +67,33 @@ class EmbeddingMixin:
 
     @torch.no_grad()
     def encode_text(self, texts: str | Sequence[str], processor=None, batch_size: int = 64, **processor_kwargs):
-        """L2-normalized text embeddings [n, dim] in float32.
+        """L2-normalized text embeddings [n, dim] in float32, in the order given.
 
-        Extra keyword arguments go to the processor, e.g. `long_text="window"` for texts past the context length.
+        Texts are batched by length (see `length_order`), each batch padded to its longest. Extra keyword arguments
+        go to the processor, e.g. `long_text="window"` for texts past the context length.
         """
         processor = processor or self.get_processor()
         texts = [texts] if isinstance(texts, str) else list(texts)
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
-            inputs = processor(text=batch, return_tensors="pt", **processor_kwargs)
+        order = length_order(processor, texts)
+        drop_mask = self.causal_text_tower and getattr(getattr(processor, "tokenizer", None), "padding_side", "") == "right"
+        embeddings = None
+        for start in range(0, len(order), batch_size):
+            positions = order[start : start + batch_size]
+            inputs = processor(text=[texts[i] for i in positions], return_tensors="pt", **processor_kwargs)
             window_to_text = inputs.pop("window_to_text", None)
             window_tokens = inputs.pop("window_tokens", None)
+            if drop_mask:
+                inputs.pop("attention_mask", None)
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             embeds = pooled_features(self.get_text_features(**inputs))
             if window_to_text is not None:
-                chunks.append(pool_text_windows(embeds, window_to_text, window_tokens, len(batch)))
+                embeds = pool_text_windows(embeds, window_to_text, window_tokens, len(positions))
             else:
-                chunks.append(F.normalize(embeds.float(), dim=-1))
-        return torch.cat(chunks)
+                embeds = F.normalize(embeds.float(), dim=-1)
+            if embeddings is None:
+                embeddings = torch.empty(len(texts), embeds.shape[-1], device=embeds.device)
+            embeddings[torch.tensor(positions, device=embeds.device)] = embeds
+        return embeddings
 
     @torch.no_grad()
     def encode_image(self, images, processor=None, batch_size: int = 64):
@@ -77,4 +108,4 @@ class EmbeddingMixin:
         return torch.cat(chunks)
 
 
-__all__ = ["EmbeddingMixin", "pool_text_windows", "pooled_features"]
+__all__ = ["EmbeddingMixin", "length_order", "pool_text_windows", "pooled_features"]

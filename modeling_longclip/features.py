@@ -39,6 +39,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .embedding import length_order
 from .training.data import TABLE_BUILDERS, DataError, read_table_file, short_caption_of
 
 INDEX_NAME = "index.json"
@@ -221,24 +222,6 @@ def _compute_context(model, device: torch.device, dtype: torch.dtype | None):
     raise ValueError(f"cannot compute in {dtype} with a text model loaded in {weights}: load it in {dtype} or float32.")
 
 
-def _length_order(processor, texts: list[str]) -> list[int]:
-    """Positions sorted by token count (the processor's tokenizer, capped at its max_length), longest first.
-
-    Longest first makes the biggest batch the first one, so a batch size that does not fit fails at once. Without a
-    tokenizer the character count is used.
-    """
-    tokenizer = getattr(processor, "tokenizer", None)
-    stripped = [t.strip() for t in texts]
-    if tokenizer is not None:
-        lengths = [len(ids) for ids in tokenizer(stripped, add_special_tokens=False, verbose=False)["input_ids"]]
-        limit = getattr(processor, "max_length", None)
-        if isinstance(limit, int) and limit > 0:
-            lengths = [min(n, limit) for n in lengths]
-    else:
-        lengths = [len(t) for t in stripped]
-    return sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
-
-
 def _encode_batch(model, processor, texts: list[str], device: torch.device, context) -> torch.Tensor:
     inputs = processor(text=texts, return_tensors="pt")
     inputs = {k: inputs[k].to(device) for k in ("input_ids", "attention_mask", "pooling_mask") if k in inputs}
@@ -308,7 +291,7 @@ def run_extraction(
     pending_texts: list[str] = []
 
     def flush() -> None:
-        order = _length_order(processor, pending_texts)
+        order = length_order(processor, pending_texts)
         rows = None
         for start in range(0, len(order), batch_size):
             positions = order[start : start + batch_size]

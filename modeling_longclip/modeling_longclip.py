@@ -82,6 +82,7 @@ def _clip_config_as_longclip(clip_config: CLIPConfig, **overrides) -> LongCLIPCo
 class LongCLIPModel(EmbeddingMixin, CLIPModel):
     config_class = LongCLIPConfig
     config: LongCLIPConfig
+    causal_text_tower = True  # CLIP's text transformer: causal attention, pooled at the EOT token
 
     def __init__(self, config: LongCLIPConfig):
         super().__init__(config)

@@ -5,11 +5,11 @@ import random
 
 import pytest
 import torch
+from conftest import tiny_image_processor
+from openclip_reference import open_clip_tokenize
 
 from modeling_longclip import LongCLIPProcessor, LongTextTruncationWarning
 from modeling_longclip.converters.clip_preprocessing import clip_vocab_and_merges
-from conftest import tiny_image_processor
-from openclip_reference import open_clip_tokenize
 
 
 def random_captions(n: int, seed: int = 0) -> list[str]:
@@ -90,6 +90,23 @@ def test_pooled_features_do_not_depend_on_padding(tiny_longclip):
         dynamic = model.get_text_features(**processor(text=texts)).pooler_output
         original = model.get_text_features(**processor(text=texts, original_padding=True)).pooler_output
     torch.testing.assert_close(dynamic, original, rtol=1e-5, atol=1e-5)
+
+
+def test_encode_text_batches_by_length_and_keeps_the_order(tiny_longclip):
+    from modeling_longclip.embedding import length_order
+
+    model, processor = tiny_longclip
+    random.seed(3)
+    words = ["red", "circle", "beside", "a", "blue", "square", "under", "the", "green", "star"]
+    texts = [" ".join(random.choices(words, k=random.choice([2, 5, 40, 120]))) for _ in range(13)]
+    lengths = [len(processor.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    order = length_order(processor, texts)
+    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
+
+    fast = model.encode_text(texts, processor=processor, batch_size=4)  # sorted batches, no padding mask
+    with torch.no_grad():  # the plain path: one text at a time, with its mask
+        plain = torch.cat([model.get_text_features(**processor(text=[t])).pooler_output for t in texts])
+    torch.testing.assert_close(fast, torch.nn.functional.normalize(plain, dim=-1), rtol=1e-5, atol=1e-5)
 
 
 def test_window_mode_splits_and_pools_by_token_count(tiny_longclip):

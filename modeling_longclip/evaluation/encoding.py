@@ -40,6 +40,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/modeling_longclip/eval")
 CACHE_FORMAT = 1
 WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".npz"})
 HASHED_FILE_LIMIT = 64 << 20  # non-weight files larger than this are fingerprinted by stat, like weights
+TEXT_BATCHES_PER_CALL = 16  # texts handed to encode_text at once: room to sort by length, and a lively progress bar
 
 
 def _sha256(*parts: str | bytes) -> str:
@@ -288,8 +289,9 @@ def encode_texts(
     ):
         for category in _truncation_warnings(processor):
             warnings.simplefilter("ignore", category)
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
+        chunk = batch_size * TEXT_BATCHES_PER_CALL  # encode_text sorts each chunk by length before batching it
+        for start in range(0, len(texts), chunk):
+            batch = texts[start : start + chunk]
             embeds = model.encode_text(batch, processor=processor, batch_size=batch_size, **text_kwargs)
             chunks.append(embeds.float().cpu())
             bar.update(len(batch))
