@@ -22,15 +22,9 @@ from transformers import TrainerCallback, TrainingArguments
 
 from modeling_longclip import LongCLIPConfig, LongCLIPModel
 from modeling_longclip.training.trainer import ContrastiveTrainer
+from peers import CLIP_SHAPES  # benchmarks/ is on sys.path when this runs as a script
 
-SIZES = {
-    "tiny": dict(vision=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=1, image_size=32, patch_size=16),
-                 text=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=1), projection_dim=32),
-    "B/16": dict(vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16),
-                 text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8), projection_dim=512),
-    "L/14-336": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14),
-                     text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12), projection_dim=768),
-}  # fmt: skip
+SIZES = CLIP_SHAPES  # tiny, B/16, L/14-336: the shapes of the side-by-side benchmark
 
 
 class SyntheticPairs(Dataset):

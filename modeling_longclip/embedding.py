@@ -27,6 +27,11 @@ def pool_text_windows(window_embeds: torch.Tensor, window_to_text: torch.Tensor,
     return F.normalize(pooled, dim=-1)
 
 
+def order_by_length(lengths: Sequence[int]) -> list[int]:
+    """Positions sorted longest first (ties in the given order)."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
 def length_order(processor, texts: Sequence[str]) -> list[int]:
     """Positions sorted by token count (the processor's tokenizer, capped at its max_length), longest first.
 
@@ -44,7 +49,7 @@ def length_order(processor, texts: Sequence[str]) -> list[int]:
             lengths = [min(n, limit) for n in lengths]
     else:
         lengths = [len(t) for t in stripped]
-    return sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+    return order_by_length(lengths)
 
 
 class EmbeddingMixin:
@@ -108,4 +113,4 @@ class EmbeddingMixin:
         return torch.cat(chunks)
 
 
-__all__ = ["EmbeddingMixin", "length_order", "pool_text_windows", "pooled_features"]
+__all__ = ["EmbeddingMixin", "length_order", "order_by_length", "pool_text_windows", "pooled_features"]

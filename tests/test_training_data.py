@@ -641,6 +641,19 @@ def test_collator_none_mode_uses_long_captions_only(tiny_longclip, clip_tokenize
         ImageCaptionCollator(processor, short_captions="both")
 
 
+def test_collator_can_drop_text_masks_for_a_causal_tower_with_the_same_loss(tiny_longclip, image_dir):
+    model, processor = tiny_longclip
+    assert model.causal_text_tower
+    names = ["rocket", "page", "retina", "coffee"]
+    rows = [{"image": file_of(image_dir, n), "caption": caption_for(n) + " and more" * i} for i, n in enumerate(names)]
+    masked = ImageCaptionCollator(processor, image_root=image_dir)(rows)
+    unmasked = ImageCaptionCollator(processor, image_root=image_dir, drop_text_masks=True)(rows)
+    assert set(masked) - set(unmasked) == {"attention_mask", "short_attention_mask"}
+    assert masked["attention_mask"].min() == 0  # the batch really has padding
+    with torch.no_grad():
+        torch.testing.assert_close(model(**unmasked, return_loss=True).loss, model(**masked, return_loss=True).loss)
+
+
 def test_collator_all_broken_batch_reuses_last_good_row(tiny_longclip, clip_tokenizer, image_dir):
     _, processor = tiny_longclip
     collator = ImageCaptionCollator(processor, image_root=image_dir)

@@ -68,15 +68,25 @@ class ImageCaptionCollator:
 
     short_captions: "pair" gives Long-CLIP's (long, short) pair per image; "random" (LLM2CLIP / ProCLIP recipe)
     picks one of the two per sample as the only caption; "none" uses the long caption alone. See `pick_caption` for
-    how the random pick stays reproducible.
+    how the random pick stays reproducible. drop_text_masks: leave the captions' padding masks out, for a causal text
+    tower pooled before the right padding (`model.causal_text_tower`), so SDPA can run its causal kernel.
     """
 
-    def __init__(self, processor, image_root=None, short_captions: str = "pair", text_features=None, seed: int = 0):
+    def __init__(
+        self,
+        processor,
+        image_root=None,
+        short_captions: str = "pair",
+        text_features=None,
+        seed: int = 0,
+        drop_text_masks: bool = False,
+    ):
         if short_captions not in ("pair", "random", "none"):
             raise ValueError(f"short_captions must be 'pair', 'random' or 'none', got {short_captions!r}")
         self.processor, self.image_root, self.short_captions = processor, image_root, short_captions
         self.text_features = text_features  # a TextFeatureCache: precomputed LLM embeddings instead of tokens
         self.seed, self.epoch = seed, 0
+        self.drop_text_masks = drop_text_masks
         self.skips = SkipCounts()
         self._last_good = None  # refills a batch whose every row was broken, so no process ever sees an empty one
 
@@ -136,6 +146,9 @@ class ImageCaptionCollator:
             short = self.processor(text=shorts, return_tensors="pt")
             batch["short_input_ids"] = short["input_ids"]
             batch["short_attention_mask"] = short["attention_mask"]
+        if self.drop_text_masks:
+            batch.pop("attention_mask", None)
+            batch.pop("short_attention_mask", None)
         self.skips.add(skipped)
         return batch
 
