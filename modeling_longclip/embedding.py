@@ -79,6 +79,8 @@ class EmbeddingMixin:
         """
         processor = processor or self.get_processor()
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            return torch.zeros(0, self.config.projection_dim, device=self.device)
         order = length_order(processor, texts)
         drop_mask = self.causal_text_tower and getattr(getattr(processor, "tokenizer", None), "padding_side", "") == "right"
         embeddings = None
@@ -96,7 +98,7 @@ class EmbeddingMixin:
             else:
                 embeds = F.normalize(embeds.float(), dim=-1)
             if embeddings is None:
-                embeddings = torch.empty(len(texts), embeds.shape[-1], device=embeds.device)
+                embeddings = torch.empty(len(texts), embeds.shape[-1], dtype=torch.float32, device=embeds.device)
             embeddings[torch.tensor(positions, device=embeds.device)] = embeds
         return embeddings
 
