@@ -24,6 +24,7 @@ from modeling_longclip.training.losses import (
 )
 from modeling_longclip.training.trainer import ContrastiveTrainer, vision_layer_depth
 from test_longclip_training import write_photo_dataset
+from torchrun import run_torchrun
 
 
 def test_simcse_loss_by_hand():
@@ -142,6 +143,20 @@ def test_llm2clip_stage1_lora_caption_contrastive(tmp_path, folders):
     assert not torch.equal(before["text_model.layers.0.self_attn.q_proj.weight"], after["text_model.layers.0.self_attn.q_proj.weight"])
     assert torch.equal(before["vision_model.embeddings.patch_embedding.weight"], after["vision_model.embeddings.patch_embedding.weight"])
     assert not any("lora" in key for key in after)  # merged
+    assert LLM2CLIPModel.from_pretrained(out).config.model_type == "llm2clip"
+
+
+def test_llm2clip_stage1_with_two_processes(tmp_path, folders):
+    """LoRA under DDP, caption negatives gathered across the two processes, the merged model written once."""
+    root, data = folders
+    out = tmp_path / "s1-ddp"
+    args = _args(root / "llm2clip", data, out, "--max_steps", "3", "--learning_rate", "3e-3", "--log_level", "info")
+    args[args.index("--per_device_train_batch_size") + 1] = "3"
+    run = run_torchrun(["-m", "modeling_longclip.training.dual_tower_train", "llm2clip", "--stage", "1", *args])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 6" in run.stdout + run.stderr
+    assert len(_losses(out)) == 3 and all(math.isfinite(loss) for loss in _losses(out))
+    assert not any("lora" in key for key in load_file(out / "model.safetensors"))
     assert LLM2CLIPModel.from_pretrained(out).config.model_type == "llm2clip"
 
 
