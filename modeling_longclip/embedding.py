@@ -60,6 +60,10 @@ class EmbeddingMixin:
     # mask can be left out; without a mask SDPA runs its causal flash kernel instead of a masked one.
     causal_text_tower = False
 
+    def text_padding_mask_optional(self, processor) -> bool:
+        """Whether this model's text features ignore right-side padding without a mask (see `causal_text_tower`)."""
+        return self.causal_text_tower and getattr(getattr(processor, "tokenizer", None), "padding_side", "") == "right"
+
     def get_processor(self):
         """The processor saved beside the weights (loaded once from the model's folder or Hub repo)."""
         if self._processor is None:
@@ -82,7 +86,7 @@ class EmbeddingMixin:
         if not texts:
             return torch.zeros(0, self.config.projection_dim, device=self.device)
         order = length_order(processor, texts)
-        drop_mask = self.causal_text_tower and getattr(getattr(processor, "tokenizer", None), "padding_side", "") == "right"
+        drop_mask = self.text_padding_mask_optional(processor)
         embeddings = None
         for start in range(0, len(order), batch_size):
             positions = order[start : start + batch_size]

@@ -108,6 +108,12 @@ def test_encode_text_batches_by_length_and_keeps_the_order(tiny_longclip):
         plain = torch.cat([model.get_text_features(**processor(text=[t])).pooler_output for t in texts])
     torch.testing.assert_close(fast, torch.nn.functional.normalize(plain, dim=-1), rtol=1e-5, atol=1e-5)
     assert model.encode_text([], processor=processor).shape == (0, model.config.projection_dim)
+    assert model.text_padding_mask_optional(processor)
+    processor.tokenizer.padding_side = "left"  # padding before the text would reach it: the mask must stay
+    try:
+        assert not model.text_padding_mask_optional(processor)
+    finally:
+        processor.tokenizer.padding_side = "right"
 
 
 def test_window_mode_splits_and_pools_by_token_count(tiny_longclip):

@@ -643,7 +643,7 @@ def test_collator_none_mode_uses_long_captions_only(tiny_longclip, clip_tokenize
 
 def test_collator_can_drop_text_masks_for_a_causal_tower_with_the_same_loss(tiny_longclip, image_dir):
     model, processor = tiny_longclip
-    assert model.causal_text_tower
+    assert model.text_padding_mask_optional(processor)
     names = ["rocket", "page", "retina", "coffee"]
     rows = [{"image": file_of(image_dir, n), "caption": caption_for(n) + " and more" * i} for i, n in enumerate(names)]
     masked = ImageCaptionCollator(processor, image_root=image_dir)(rows)

@@ -69,7 +69,8 @@ class ImageCaptionCollator:
     short_captions: "pair" gives Long-CLIP's (long, short) pair per image; "random" (LLM2CLIP / ProCLIP recipe)
     picks one of the two per sample as the only caption; "none" uses the long caption alone. See `pick_caption` for
     how the random pick stays reproducible. drop_text_masks: leave the captions' padding masks out, for a causal text
-    tower pooled before the right padding (`model.causal_text_tower`), so SDPA can run its causal kernel.
+    tower pooled before the right padding (`model.text_padding_mask_optional(processor)`), so SDPA can run its causal
+    kernel.
     """
 
     def __init__(

@@ -149,9 +149,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     model, processor = build_model_and_processor(model_args)
     dataset = load_training_data(data_args, training_args)
     render_card = _card_renderer(model, model_args, data_args, training_args)
-    collator = ImageCaptionCollator(
-        processor, data_args.image_root, short_captions="pair", drop_text_masks=model.causal_text_tower
-    )
+    drop_text_masks = model.text_padding_mask_optional(processor)
+    collator = ImageCaptionCollator(processor, data_args.image_root, short_captions="pair", drop_text_masks=drop_text_masks)
     collator.set_fallback(dataset)
     trainer = ContrastiveTrainer(
         model=model,
