@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# On the GPU machine, one device call per part (each fits the 10-minute limit): install, then run, writing the tables
+# and JSON under $OUT (the device tool brings that folder back) or ./gpu-results.
+#   bash benchmarks/gpu_batch.sh peers     # benchmarks/peers.py: this package vs stock CLIPModel vs open_clip
+#   bash benchmarks/gpu_batch.sh trainer   # benchmarks/train_throughput.py, without and with gradient checkpointing
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+part="${1:?usage: gpu_batch.sh peers|trainer}"
+OUT="${OUT:-gpu-results}"
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then  # carried from benchmarks/fetch_device_wheels.sh
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e .
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/device.txt"
+case "$part" in
+  peers) python3 benchmarks/peers.py --json "$OUT/peers.json" | tee "$OUT/peers.md" ;;
+  trainer)
+    python3 benchmarks/train_throughput.py | tee "$OUT/train_throughput.md"
+    python3 benchmarks/train_throughput.py --gradient-checkpointing | tee -a "$OUT/train_throughput.md" ;;
+  *) echo "unknown part: $part (peers or trainer)" >&2; exit 2 ;;
+esac
