@@ -283,10 +283,10 @@ def bench_text(shape: str, settings: Settings) -> list[Result]:
     return results
 
 
-def training_batch(shape: str, batch: int, settings: Settings, step: int) -> dict:
-    rng = random.Random(settings.seed + step)
+def training_batch(shape: str, batch: int, settings: Settings) -> dict:
+    rng = random.Random(settings.seed)
     size = CLIP_SHAPES[shape]["vision"]["image_size"]
-    generator = torch.Generator().manual_seed(settings.seed + step)
+    generator = torch.Generator().manual_seed(settings.seed)
     long_lengths = [rng.randint(80, CONTEXT) for _ in range(batch)]
     short_lengths = [rng.randint(8, 25) for _ in range(batch)]
     return {
@@ -298,7 +298,7 @@ def training_batch(shape: str, batch: int, settings: Settings, step: int) -> dic
 
 def bench_train(shape: str, settings: Settings) -> list[Result]:
     batch = settings.train_batches[shape]
-    data = training_batch(shape, batch, settings, 0)
+    data = training_batch(shape, batch, settings)
     device = settings.device
     pixels = data["pixels"].to(device)
     long_full, short_full = data["long"].to(device), data["short"].to(device)

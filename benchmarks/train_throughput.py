@@ -22,9 +22,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from modeling_longclip import LongCLIPConfig, LongCLIPModel
 from modeling_longclip.training.trainer import ContrastiveTrainer
-from peers import CLIP_SHAPES  # benchmarks/ is on sys.path when this runs as a script
-
-SIZES = CLIP_SHAPES  # tiny, B/16, L/14-336: the shapes of the side-by-side benchmark
+from peers import CLIP_SHAPES, clip_ids  # benchmarks/ is on sys.path when this runs as a script
 
 
 class SyntheticPairs(Dataset):
@@ -46,17 +44,12 @@ class SyntheticCollator:
     long_tokens: int
     short_tokens: int
 
-    def _ids(self, batch: int, length: int) -> torch.Tensor:
-        ids = torch.randint(1, 49000, (batch, length))
-        ids[:, 0], ids[:, -1] = 49406, 49407
-        return ids
-
     def __call__(self, rows):
-        batch = len(rows)
+        batch, generator = len(rows), torch.Generator().manual_seed(rows[0]["seed"])
         return {
             "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
-            "input_ids": self._ids(batch, self.long_tokens),
-            "short_input_ids": self._ids(batch, self.short_tokens),
+            "input_ids": clip_ids([self.long_tokens] * batch, self.long_tokens, generator),
+            "short_input_ids": clip_ids([self.short_tokens] * batch, self.short_tokens, generator),
         }
 
 
@@ -74,7 +67,7 @@ class StepTimer(TrainerCallback):
 
 
 def run(size: str, attn: str, steps: int, warmup: int, batch: int, bf16: bool, gradient_checkpointing: bool) -> dict:
-    spec = SIZES[size]
+    spec = CLIP_SHAPES[size]
     config = LongCLIPConfig(text_config=spec["text"], vision_config=spec["vision"], projection_dim=spec["projection_dim"])
     model = LongCLIPModel(config)
     model.set_attn_implementation(attn)
@@ -105,7 +98,7 @@ def run(size: str, attn: str, steps: int, warmup: int, batch: int, bf16: bool, g
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["B/16", "L/14-336"], choices=sorted(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["B/16", "L/14-336"], choices=sorted(CLIP_SHAPES))
     parser.add_argument("--attn", nargs="+", default=["sdpa", "eager"])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)

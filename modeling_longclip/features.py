@@ -27,9 +27,7 @@ import argparse
 import contextlib
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .embedding import length_order
+from .files import TEMP_SUFFIX, atomic_write
 from .training.data import TABLE_BUILDERS, DataError, read_table_file, short_caption_of
 
 INDEX_NAME = "index.json"
@@ -47,7 +46,6 @@ INDEX_FORMAT = 1
 TENSOR_NAME = "embeds"
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".safetensors"
-TEMP_SUFFIX = ".tmp"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Recorded in the index for people reading it, but not compared: a copied or moved model folder is the same model.
 INFORMATIONAL_FIELDS = frozenset({"name_or_path"})
@@ -137,24 +135,6 @@ def _describe_differences(stored: dict, current: dict, fields: list[str]) -> str
 # -- files ------------------------------------------------------------------------------------------------------------
 
 
-def _fsync(path: str | Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _atomic_write(path: Path, write) -> None:
-    """`write(temporary_path)` beside `path`, then one rename: readers see the old file or the new one, never half."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    os.close(handle)
-    try:
-        write(temporary)
-        _fsync(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def _read_index(folder: Path) -> dict | None:
     path = folder / INDEX_NAME
     if not path.is_file():
@@ -170,7 +150,7 @@ def _read_index(folder: Path) -> dict | None:
 
 def _write_index(folder: Path, index: dict) -> None:
     data = json.dumps(index, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    _atomic_write(folder / INDEX_NAME, lambda temporary: Path(temporary).write_bytes(data))
+    atomic_write(folder / INDEX_NAME, lambda temporary: Path(temporary).write_bytes(data))
 
 
 def _remove_leftovers(folder: Path, shards_too: bool = False) -> None:
@@ -307,7 +287,7 @@ def run_extraction(
         shard = len(index["shards"])
         name = shard_name(shard)
         metadata = {"format": str(INDEX_FORMAT), "rows": str(len(order)), "compute_dtype": dtype_name}
-        _atomic_write(output_dir / name, lambda tmp: save_file({TENSOR_NAME: rows.contiguous()}, tmp, metadata))
+        atomic_write(output_dir / name, lambda tmp: save_file({TENSOR_NAME: rows.contiguous()}, tmp, metadata))
         index["dim"] = int(rows.shape[1])
         index["shards"].append(name)
         for row, key in enumerate(pending_keys):

@@ -196,41 +196,44 @@ def merged_position_table(state_dict: dict, keep: int) -> torch.Tensor:
     return torch.cat([table[:keep], state_dict["positional_embedding_res"][keep:]])
 
 
+# (OpenAI name, transformers name) pairs: one table, read in both directions.
+BLOCK_KEYS = tuple(
+    (f"{openai}.{kind}", f"{hf}.{kind}")
+    for openai, hf in (
+        ("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+        ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"),
+    )
+    for kind in ("weight", "bias")
+)  # fmt: skip
+VISION_HEAD_KEYS = (
+    ("conv1.weight", "embeddings.patch_embedding.weight"),
+    ("class_embedding", "embeddings.class_embedding"),
+    ("positional_embedding", "embeddings.position_embedding.weight"),
+    ("ln_pre.weight", "pre_layrnorm.weight"),
+    ("ln_pre.bias", "pre_layrnorm.bias"),
+    ("ln_post.weight", "post_layernorm.weight"),
+    ("ln_post.bias", "post_layernorm.bias"),
+)
+
+
 def _map_blocks(state_dict: dict, source: str, target: str, layers: int) -> dict[str, torch.Tensor]:
+    """OpenAI residual blocks -> transformers encoder layers (the fused in_proj split into q, k, v)."""
     mapped = {}
     for i in range(layers):
         s, t = f"{source}{i}.", f"{target}{i}."
-        q, k, v = state_dict[f"{s}attn.in_proj_weight"].chunk(3, dim=0)
-        qb, kb, vb = state_dict[f"{s}attn.in_proj_bias"].chunk(3, dim=0)
-        mapped.update(
-            {
-                f"{t}self_attn.q_proj.weight": q, f"{t}self_attn.k_proj.weight": k, f"{t}self_attn.v_proj.weight": v,
-                f"{t}self_attn.q_proj.bias": qb, f"{t}self_attn.k_proj.bias": kb, f"{t}self_attn.v_proj.bias": vb,
-                f"{t}self_attn.out_proj.weight": state_dict[f"{s}attn.out_proj.weight"],
-                f"{t}self_attn.out_proj.bias": state_dict[f"{s}attn.out_proj.bias"],
-                f"{t}layer_norm1.weight": state_dict[f"{s}ln_1.weight"], f"{t}layer_norm1.bias": state_dict[f"{s}ln_1.bias"],
-                f"{t}layer_norm2.weight": state_dict[f"{s}ln_2.weight"], f"{t}layer_norm2.bias": state_dict[f"{s}ln_2.bias"],
-                f"{t}mlp.fc1.weight": state_dict[f"{s}mlp.c_fc.weight"], f"{t}mlp.fc1.bias": state_dict[f"{s}mlp.c_fc.bias"],
-                f"{t}mlp.fc2.weight": state_dict[f"{s}mlp.c_proj.weight"], f"{t}mlp.fc2.bias": state_dict[f"{s}mlp.c_proj.bias"],
-            }
-        )  # fmt: skip
+        for name, weight in zip("qkv", state_dict[f"{s}attn.in_proj_weight"].chunk(3, dim=0)):
+            mapped[f"{t}self_attn.{name}_proj.weight"] = weight
+        for name, bias in zip("qkv", state_dict[f"{s}attn.in_proj_bias"].chunk(3, dim=0)):
+            mapped[f"{t}self_attn.{name}_proj.bias"] = bias
+        mapped.update({f"{t}{hf}": state_dict[f"{s}{openai}"] for openai, hf in BLOCK_KEYS})
     return mapped
 
 
 def vision_to_hf(state_dict: dict, shape: VisionShape, prefix: str = "visual.") -> dict[str, torch.Tensor]:
     """OpenAI `visual.*` keys -> transformers `vision_model.*` + `visual_projection.weight`."""
-    p = prefix
-    mapped = {
-        "vision_model.embeddings.patch_embedding.weight": state_dict[f"{p}conv1.weight"],
-        "vision_model.embeddings.class_embedding": state_dict[f"{p}class_embedding"],
-        "vision_model.embeddings.position_embedding.weight": state_dict[f"{p}positional_embedding"],
-        "vision_model.pre_layrnorm.weight": state_dict[f"{p}ln_pre.weight"],
-        "vision_model.pre_layrnorm.bias": state_dict[f"{p}ln_pre.bias"],
-        "vision_model.post_layernorm.weight": state_dict[f"{p}ln_post.weight"],
-        "vision_model.post_layernorm.bias": state_dict[f"{p}ln_post.bias"],
-        "visual_projection.weight": state_dict[f"{p}proj"].t(),
-    }
-    mapped.update(_map_blocks(state_dict, f"{p}transformer.resblocks.", "vision_model.encoder.layers.", shape.layers))
+    mapped = {f"vision_model.{hf}": state_dict[f"{prefix}{openai}"] for openai, hf in VISION_HEAD_KEYS}
+    mapped["visual_projection.weight"] = state_dict[f"{prefix}proj"].t()
+    mapped.update(_map_blocks(state_dict, f"{prefix}transformer.resblocks.", "vision_model.encoder.layers.", shape.layers))
     return {k: v.contiguous() for k, v in mapped.items()}
 
 
@@ -249,27 +252,12 @@ def text_to_hf(state_dict: dict, shape: TextShape, keep: int) -> dict[str, torch
 
 def hf_vision_to_openai(state_dict: dict, layers: int, prefix: str = "vision_model.") -> dict[str, torch.Tensor]:
     """transformers `vision_model.*` keys -> OpenAI `visual.*` keys (projection excluded), to run the reference."""
-    p = prefix
-    mapped = {
-        "visual.conv1.weight": state_dict[f"{p}embeddings.patch_embedding.weight"],
-        "visual.class_embedding": state_dict[f"{p}embeddings.class_embedding"],
-        "visual.positional_embedding": state_dict[f"{p}embeddings.position_embedding.weight"],
-        "visual.ln_pre.weight": state_dict[f"{p}pre_layrnorm.weight"],
-        "visual.ln_pre.bias": state_dict[f"{p}pre_layrnorm.bias"],
-        "visual.ln_post.weight": state_dict[f"{p}post_layernorm.weight"],
-        "visual.ln_post.bias": state_dict[f"{p}post_layernorm.bias"],
-    }
+    mapped = {f"visual.{openai}": state_dict[f"{prefix}{hf}"] for openai, hf in VISION_HEAD_KEYS}
     for i in range(layers):
-        s, t = f"{p}encoder.layers.{i}.", f"visual.transformer.resblocks.{i}."
-        attention = [state_dict[f"{s}self_attn.{n}_proj.weight"] for n in "qkv"]
-        mapped[f"{t}attn.in_proj_weight"] = torch.cat(attention)
+        s, t = f"{prefix}encoder.layers.{i}.", f"visual.transformer.resblocks.{i}."
+        mapped[f"{t}attn.in_proj_weight"] = torch.cat([state_dict[f"{s}self_attn.{n}_proj.weight"] for n in "qkv"])
         mapped[f"{t}attn.in_proj_bias"] = torch.cat([state_dict[f"{s}self_attn.{n}_proj.bias"] for n in "qkv"])
-        for source, target in (
-            ("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
-            ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"),
-        ):  # fmt: skip
-            for kind in ("weight", "bias"):
-                mapped[f"{t}{target}.{kind}"] = state_dict[f"{s}{source}.{kind}"]
+        mapped.update({f"{t}{openai}": state_dict[f"{s}{hf}"] for openai, hf in BLOCK_KEYS})
     return mapped
 
 

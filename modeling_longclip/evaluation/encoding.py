@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..files import atomic_write
 from ..processing_longclip import LongTextTruncationWarning
 from ..training.collator import open_image
 from .benchmarks import BenchmarkError
@@ -163,15 +163,9 @@ class EmbeddingCache:
         """Written to a temporary file and renamed, so a killed run never leaves a half-written entry."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(kind, key)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            fields = {str(k): str(v) for k, v in metadata.items()}
-            save_file({"embeddings": embeddings.detach().to("cpu").contiguous()}, temporary, {**fields, "key": key})
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        fields = {str(k): str(v) for k, v in metadata.items()}
+        tensors = {"embeddings": embeddings.detach().to("cpu").contiguous()}
+        atomic_write(path, lambda temporary: save_file(tensors, temporary, {**fields, "key": key}))
         return path
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..files import atomic_write
 
 RETRIEVAL_KS = ("R@1", "R@5", "R@10")
 ACCURACY_KS = ("top1", "top5")
@@ -102,16 +102,9 @@ def markdown_table(results: dict | list[dict]) -> str:
     return "\n\n".join(blocks + ["\n".join(notes)]) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
 
 
 def markdown_path(output: str | Path) -> Path:
@@ -124,8 +117,8 @@ def write_results(results: dict, output: str | Path) -> tuple[Path, Path]:
     """Write results.json and the Markdown table beside it, each atomically (temporary file, then rename)."""
     output = Path(output).expanduser()
     markdown = markdown_path(output)
-    _write_atomic(output, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(markdown, markdown_table(results))
+    _write_text(output, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    _write_text(markdown, markdown_table(results))
     return output, markdown
 
 
