@@ -5,9 +5,11 @@ are wrapped and which tokens are pooled is the processor's business (processing_
 combined ("mean" or "last") is the model's.
 """
 
-from transformers import AutoConfig, CLIPVisionConfig, PreTrainedConfig
+from transformers import AutoConfig, CLIPVisionConfig, PreTrainedConfig, SiglipVisionConfig
 
 POOLING_MODES = ("mean", "last")
+# The image towers a folder can hold, by `vision_tower`: the config class of `vision_config` for each.
+VISION_TOWER_CONFIGS = {"clip": CLIPVisionConfig, "siglip2": SiglipVisionConfig}
 
 LLM2CLIP_AUTO_MAP = {
     "AutoConfig": "configuration_llm2clip.LLM2CLIPConfig",
@@ -29,7 +31,11 @@ def _as_config(value, default_type: str, fixed_class=None):
 
 class LLM2CLIPConfig(PreTrainedConfig):
     r"""
-    vision_config (`dict` or `CLIPVisionConfig`): the CLIP image tower.
+    vision_tower (`str`, defaults to "clip"): which image tower `vision_config` describes: "clip" (OpenAI-CLIP ViT,
+        transformers' `CLIPVisionModel`) or "siglip2" (transformers' `SiglipVisionModel`, attention-pooling head).
+    vision_config (`dict` or the tower's config class): the image tower.
+    use_visual_projection (`bool`, defaults to True): a Linear from the tower's pooled output to `projection_dim`;
+        False when the pooled output already is the joint embedding (LLM2CLIP's SigLIP2 release).
     text_config (`dict` or `PreTrainedConfig`): the text model (Llama, Qwen2/3, Mistral, BERT, ...), run bidirectionally.
     projection_dim (`int`, defaults to 1280): size of the joint embedding (LLM2CLIP: 1280; ProCLIP: CLIP's own).
     adapter_blocks (`int`, defaults to 4) / adapter_expansion (`int`, defaults to 2): the residual MLP adapter.
@@ -42,10 +48,12 @@ class LLM2CLIPConfig(PreTrainedConfig):
     model_type = "llm2clip"
     sub_configs = {"vision_config": CLIPVisionConfig, "text_config": AutoConfig}
 
+    vision_tower: str = "clip"
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
     projection_dim: int = 1280
     visual_projection_bias: bool = False
+    use_visual_projection: bool = True
     adapter_blocks: int = 4
     adapter_expansion: int = 2
     pooling: str = "mean"
@@ -56,14 +64,22 @@ class LLM2CLIPConfig(PreTrainedConfig):
     default_auto_map = LLM2CLIP_AUTO_MAP
 
     def __post_init__(self, **kwargs):
-        self.vision_config = _as_config(self.vision_config, "clip_vision_model", CLIPVisionConfig)
+        if self.vision_tower not in VISION_TOWER_CONFIGS:
+            raise ValueError(f"vision_tower must be one of {tuple(VISION_TOWER_CONFIGS)}, got {self.vision_tower!r}.")
+        tower_config = VISION_TOWER_CONFIGS[self.vision_tower]
+        self.vision_config = _as_config(self.vision_config, tower_config.model_type, tower_config)
         self.text_config = _as_config(self.text_config, "llama")
         self.auto_map = {**self.default_auto_map, **(getattr(self, "auto_map", None) or {})}
         super().__post_init__(**kwargs)
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}.")
+        if not self.use_visual_projection and self.vision_config.hidden_size != self.projection_dim:
+            raise ValueError(
+                f"without a visual projection the tower's width ({self.vision_config.hidden_size}) is the joint "
+                f"embedding size, but projection_dim is {self.projection_dim}."
+            )
         if self.adapter_blocks < 0 or self.adapter_expansion < 1:
             raise ValueError(f"bad adapter shape: {self.adapter_blocks} blocks, expansion {self.adapter_expansion}.")
 
 
-__all__ = ["LLM2CLIPConfig"]
+__all__ = ["LLM2CLIPConfig", "VISION_TOWER_CONFIGS"]

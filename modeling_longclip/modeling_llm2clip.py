@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, CLIPVisionModel, PreTrainedConfig, PreTrainedModel
+from transformers import AutoModel, CLIPVisionModel, PreTrainedConfig, PreTrainedModel, SiglipVisionModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
@@ -23,6 +23,9 @@ from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
 from .embedding import EmbeddingMixin
 
+
+# The image tower class for each `config.vision_tower`; each returns a pooled ModelOutput like CLIPVisionModel.
+VISION_TOWERS = {"clip": CLIPVisionModel, "siglip2": SiglipVisionModel}
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "trust_remote_code")
 
@@ -93,16 +96,19 @@ class LLM2CLIPPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _no_split_modules = ["CLIPEncoderLayer", "ResidualMLPBlock"]
+    _no_split_modules = ["CLIPEncoderLayer", "SiglipEncoderLayer", "ResidualMLPBlock"]
 
 
 class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
     def __init__(self, config: LLM2CLIPConfig):
         super().__init__(config)
-        self.vision_model = CLIPVisionModel._from_config(config.vision_config)
-        self.visual_projection = nn.Linear(
-            config.vision_config.hidden_size, config.projection_dim, bias=config.visual_projection_bias
-        )
+        self.vision_model = VISION_TOWERS[config.vision_tower]._from_config(config.vision_config)
+        if config.use_visual_projection:
+            self.visual_projection = nn.Linear(
+                config.vision_config.hidden_size, config.projection_dim, bias=config.visual_projection_bias
+            )
+        else:
+            self.visual_projection = nn.Identity()
         self.text_model = make_bidirectional(AutoModel.from_config(config.text_config))
         self.text_adapter = TextAdapter(
             config.text_config.hidden_size, config.projection_dim, config.adapter_blocks, config.adapter_expansion
