@@ -16,6 +16,8 @@ import transformers
 from transformers import CLIPTokenizer
 from transformers.utils import is_torchvision_available
 
+from ..image_processing_longclip import LongCLIPImageProcessor
+
 BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2
 
@@ -67,12 +69,18 @@ def build_clip_tokenizer(context_length: int = 248, bpe_path: str | Path | None 
         return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=context_length)
 
 
-def clip_image_processor(image_size: int):
-    """OpenAI CLIP preprocessing (bicubic resize, center crop, CLIP mean/std) at `image_size`.
+def clip_image_processor(image_size: int, flavour: str = "torchvision"):
+    """The CLIP image processor every converter writes, at `image_size`.
 
-    Without torchvision, transformers >= 5.20 names the PIL implementation `CLIPImageProcessorPil`; using it directly
-    avoids a fallback warning. Both save the same `preprocessor` files (type "CLIPImageProcessor").
+    flavour "torchvision" (Long-CLIP, ProCLIP, EVA-CLIP: the authors' torchvision transforms) or "transformers"
+    (LLM2CLIP's releases, preprocessed by transformers 4.x `CLIPImageProcessor`): a `LongCLIPImageProcessor` that
+    gives the original's pixels with or without torchvision installed. "stock": transformers' own CLIP image processor,
+    for folders that must load without remote code (its crop floors the offset, its backend depends on torchvision).
     """
+    if flavour != "stock":
+        return LongCLIPImageProcessor(size=image_size, flavour=flavour)
+    # Without torchvision, transformers >= 5.20 names the PIL implementation `CLIPImageProcessorPil`; using it directly
+    # avoids a fallback warning. Both save the same preprocessor files (type "CLIPImageProcessor").
     if not is_torchvision_available() and hasattr(transformers, "CLIPImageProcessorPil"):
         cls = transformers.CLIPImageProcessorPil
     else:

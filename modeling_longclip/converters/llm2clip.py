@@ -220,7 +220,7 @@ def convert_llm2clip(
     )  # fmt: skip
     model = LLM2CLIPModel(config).eval()
     load_into(model, weights, tower, external_llm)
-    processor = make_processor(tower.tokenizer, vision_config["image_size"])
+    processor = make_processor(tower.tokenizer, vision_config["image_size"], clip_image_processor(vision_config["image_size"], "transformers"))
     openai_vision = hf_vision_to_openai(weights, vision_config["num_hidden_layers"])
     openai_vision["visual.proj"] = weights["visual_projection.weight"].t()
     parity = verify_dual_tower(model, processor, tower, weights, "text_adapter.adaptor.", openai_vision)

@@ -148,7 +148,7 @@ def convert_longclip(
         )
     context = model.config.text_config.max_position_embeddings
     clip_tokenizer.model_max_length = context  # the same vocabulary; only the written limit follows the stretch
-    image_processor = clip_image_processor(vision.image_size)
+    image_processor = clip_image_processor(vision.image_size, "stock" if output_format == "clip" else "torchvision")
     if output_format == "clip":
         clip = CLIPModel(CLIPConfig(**_clip_fields(model)))
         clip.load_state_dict(model.state_dict(), strict=True)
