@@ -33,7 +33,8 @@ def order_by_length(lengths: Sequence[int]) -> list[int]:
 
 
 def length_order(processor, texts: Sequence[str]) -> list[int]:
-    """Positions sorted by token count (the processor's tokenizer, capped at its max_length), longest first.
+    """Positions sorted by token count (the processor's `count_tokens` or its tokenizer, capped at its max_length),
+    longest first.
 
     Batches cut from this order hold texts of similar length, so padding to the longest in each batch wastes little
     (a random mix of long and short captions otherwise pads most rows to the longest). Longest first makes the
@@ -42,13 +43,15 @@ def length_order(processor, texts: Sequence[str]) -> list[int]:
     """
     tokenizer = getattr(processor, "tokenizer", None)
     stripped = [t.strip() for t in texts]
-    if tokenizer is not None:
+    if callable(getattr(processor, "count_tokens", None)):  # counts what the processor encodes (its text cleaning)
+        lengths = processor.count_tokens(stripped, special_tokens=False)
+    elif tokenizer is not None:
         lengths = [len(ids) for ids in tokenizer(stripped, add_special_tokens=False, verbose=False)["input_ids"]]
-        limit = getattr(processor, "max_length", None)
-        if isinstance(limit, int) and limit > 0:
-            lengths = [min(n, limit) for n in lengths]
     else:
-        lengths = [len(t) for t in stripped]
+        return order_by_length([len(t) for t in stripped])
+    limit = getattr(processor, "max_length", None)
+    if isinstance(limit, int) and limit > 0:
+        lengths = [min(n, limit) for n in lengths]
     return order_by_length(lengths)
 
 

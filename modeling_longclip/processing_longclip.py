@@ -84,7 +84,7 @@ class LongCLIPProcessor(ProcessorMixin):
         """
         if text is None and images is None:
             raise ValueError("LongCLIPProcessor needs `text`, `images` or both.")
-        text_options, image_options = self._split_options(kwargs)
+        text_options, image_options = self._split_options(kwargs, with_images=images is not None)
         return_tensors = text_options.pop("return_tensors", return_tensors)
         image_options.pop("return_tensors", None)
         data = {}
@@ -95,7 +95,7 @@ class LongCLIPProcessor(ProcessorMixin):
             data.update(self.image_processor(images, return_tensors=return_tensors, **image_options))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _split_options(self, kwargs: dict) -> tuple[dict, dict]:
+    def _split_options(self, kwargs: dict, with_images: bool) -> tuple[dict, dict]:
         """(text options, image options) from flat keywords and transformers 5's grouped dicts."""
         groups = {name: kwargs.pop(name, None) or {} for name in MODALITY_GROUPS}
         for name, group in groups.items():
@@ -103,12 +103,19 @@ class LongCLIPProcessor(ProcessorMixin):
                 raise TypeError(f"LongCLIPProcessor: {name} must be a dict, got {type(group).__name__}.")
         text = {k: v for k, v in kwargs.items() if k in TEXT_OPTIONS}
         image = {k: v for k, v in kwargs.items() if k not in TEXT_OPTIONS}
+        if image and not with_images:
+            raise TypeError(
+                f"LongCLIPProcessor got unexpected keyword argument(s) {sorted(image)}: text options are "
+                f"{TEXT_OPTIONS}, anything else goes to the image processor and needs `images`."
+            )
+        if groups["images_kwargs"] and not with_images:
+            raise TypeError(f"LongCLIPProcessor got images_kwargs {sorted(groups['images_kwargs'])} but no images.")
         for key, value in groups["common_kwargs"].items():
             if key == "return_tensors":
                 text[key] = value
             elif key in TEXT_OPTIONS:
                 text.setdefault(key, value)
-            else:
+            elif with_images:
                 image.setdefault(key, value)
         unknown = sorted(set(groups["text_kwargs"]) - set(TEXT_OPTIONS) - {"return_tensors"})
         if unknown:

@@ -138,3 +138,58 @@ def test_bad_long_text_mode(tiny_longclip):
     _, processor = tiny_longclip
     with pytest.raises(ValueError, match="long_text"):
         processor(text=["a"], long_text="chunk")
+
+
+def test_grouped_kwargs_as_sentence_transformers_passes_them(tiny_longclip):
+    import numpy as np
+
+    _, processor = tiny_longclip
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    grouped = dict(
+        text_kwargs={"padding": True, "truncation": "longest_first"}, images_kwargs={}, audio_kwargs={"padding": True},
+        videos_kwargs={}, common_kwargs={"return_tensors": "pt"},
+    )  # fmt: skip
+    both = processor(text=["a cat", "a photo of a cat"], images=[image], **grouped)
+    assert both["input_ids"].shape == (2, 7) and both["pixel_values"].shape == (1, 3, 32, 32)
+    images_only = processor(images=[image], **grouped)  # a TypeError from the image processor before
+    assert torch.equal(images_only["pixel_values"], both["pixel_values"])
+    assert set(images_only) == {"pixel_values"}
+    text_only = processor(text=["a cat"], text_kwargs={"padding": "max_length", "max_length": 16}, common_kwargs={"return_tensors": "np"})
+    assert text_only["input_ids"].shape == (1, 16) and isinstance(text_only["input_ids"], np.ndarray)
+    sized = processor(images=[image], images_kwargs={"size": 40, "crop_size": 40})
+    assert sized["pixel_values"].shape == (1, 3, 40, 40)
+
+
+def test_unknown_keywords_are_named(tiny_longclip):
+    _, processor = tiny_longclip
+    with pytest.raises(TypeError, match="colour"):
+        processor(text=["a cat"], colour="red")
+    with pytest.raises(TypeError, match="colour"):
+        processor(text=["a cat"], text_kwargs={"colour": "red"})
+    with pytest.raises(TypeError, match="colour"):
+        processor(images=[torch.zeros(3, 8, 8)], images_kwargs={"colour": "red"})
+    with pytest.raises(TypeError, match="text_kwargs must be a dict"):
+        processor(text=["a cat"], text_kwargs=["padding"])
+    with pytest.raises(ValueError, match="truncation=False"):
+        processor(text=[" ".join(["red"] * 300)], truncation=False)
+
+
+def test_zero_shot_pipeline_truncates_and_cleans_long_labels(tiny_longclip_folder):
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    classifier = pipeline("zero-shot-image-classification", model=str(tiny_longclip_folder), trust_remote_code=True)
+    assert type(classifier.tokenizer).__name__ == "LongCLIPTokenizer"  # the folder's copy (remote code)
+    assert type(classifier.image_processor).__name__ == "LongCLIPImageProcessor"
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 40, 3), dtype=np.uint8))
+    long_label = " ".join(["red"] * 300)  # "this is a photo of" + 300 + "." + SOT/EOT = 308 tokens (an error before)
+    with pytest.warns(UserWarning, match="1 of 3 texts .* 60 tokens dropped") as caught:
+        scores = classifier(image, candidate_labels=["a cat", "Tom &amp; Jerry", long_label])
+    assert {type(w.message).__name__ for w in caught} == {"LongTextTruncationWarning"}
+    assert abs(sum(s["score"] for s in scores) - 1) < 1e-5
+    cleaned = classifier(image, candidate_labels=["a cat", "tom & jerry", long_label])
+    by_label = {s["label"]: s["score"] for s in scores}
+    assert by_label["Tom &amp; Jerry"] == pytest.approx({s["label"]: s["score"] for s in cleaned}["tom & jerry"], abs=1e-6)
+    batch = classifier.tokenizer(["This is a photo of " + long_label + "."], return_tensors="pt", truncation=False)
+    assert batch["input_ids"].shape[1] > 248  # an explicit choice is left as asked
