@@ -23,7 +23,7 @@ from transformers import BaseImageProcessor, BatchFeature
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 FLAVOURS = ("torchvision", "transformers")
-CALL_OPTIONS = ("return_tensors", "size", "crop_size", "flavour", "image_mean", "image_std", "resample")
+CALL_OPTIONS = ("return_tensors", "size", "crop_size", "flavour", "image_mean", "image_std", "resample", "do_rescale")
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
@@ -41,7 +41,7 @@ def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return int(short_side * width / height), short_side
 
 
-def _array_to_pil(array: np.ndarray, channels_first: bool) -> PIL.Image.Image:
+def _array_to_pil(array: np.ndarray, channels_first: bool, float_range: float = 1.0) -> PIL.Image.Image:
     if array.ndim == 3:
         first, last = array.shape[0] in _MODES, array.shape[-1] in _MODES
         if first and (channels_first or not last):
@@ -52,28 +52,33 @@ def _array_to_pil(array: np.ndarray, channels_first: bool) -> PIL.Image.Image:
             array = array[..., 0]
     elif array.ndim != 2:
         raise ValueError(f"an image array must be (H, W), (H, W, C) or (C, H, W), got shape {tuple(array.shape)}.")
-    if np.issubdtype(array.dtype, np.floating):  # [0, 1] floats, scaled and truncated like ToPILImage
-        if array.size and (array.min() < 0 or array.max() > 1):
-            raise ValueError("float image arrays must hold values in [0, 1]; pass uint8 arrays for 0..255.")
-        array = (array * 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):  # scaled to 0..255 and truncated like ToPILImage
+        if array.size and (array.min() < 0 or array.max() > float_range):
+            raise ValueError(
+                f"float image arrays must hold values in [0, {float_range:g}] (do_rescale=True: 0..255, otherwise "
+                "0..1); pass uint8 arrays for 0..255."
+            )
+        array = (array * (255 / float_range)).astype(np.uint8)
     elif array.dtype != np.uint8:
         raise ValueError(f"image arrays must be uint8 or float in [0, 1], got dtype {array.dtype}.")
     return PIL.Image.fromarray(np.ascontiguousarray(array))
 
 
-def _as_pil_list(images) -> list[PIL.Image.Image]:
-    """PIL images as given; numpy (H, W[, C]) / torch (C, H, W) arrays, and batches of them, as PIL images."""
+def _as_pil_list(images, float_range: float = 1.0) -> list[PIL.Image.Image]:
+    """PIL images as given; numpy (H, W[, C]) / torch (C, H, W) arrays, and batches of them, as PIL images.
+
+    Float arrays hold 0..1 (0..255 with transformers' `do_rescale=True`), uint8 arrays 0..255."""
     if isinstance(images, PIL.Image.Image):
         return [images]
-    if isinstance(images, torch.Tensor):
-        array = images.detach().cpu().numpy()
-        return [_array_to_pil(a, True) for a in array] if array.ndim == 4 else [_array_to_pil(array, True)]
-    if isinstance(images, np.ndarray):
-        return [_array_to_pil(a, False) for a in images] if images.ndim == 4 else [_array_to_pil(images, False)]
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        first = isinstance(images, torch.Tensor)
+        array = images.detach().cpu().numpy() if first else images
+        batch = array if array.ndim == 4 else [array]
+        return [_array_to_pil(a, first, float_range) for a in batch]
     if isinstance(images, (list, tuple)):
         if not images:
             raise ValueError("no images given (an empty list).")
-        return [pil for image in images for pil in _as_pil_list(image)]
+        return [pil for image in images for pil in _as_pil_list(image, float_range)]
     raise TypeError(f"images must be PIL images, numpy arrays or torch tensors, got {type(images).__name__}.")
 
 
@@ -135,8 +140,9 @@ class LongCLIPImageProcessor(BaseImageProcessor):
         if unknown:
             raise TypeError(f"LongCLIPImageProcessor got unexpected keyword argument(s) {unknown}; it accepts {CALL_OPTIONS}.")
         return_tensors = kwargs.pop("return_tensors", None)
+        float_range = 255.0 if kwargs.pop("do_rescale", None) else 1.0
         settings = self._settings(kwargs)
-        pixels = [self._one(image, settings) for image in _as_pil_list(images)]
+        pixels = [self._one(image, settings) for image in _as_pil_list(images, float_range)]
         if return_tensors is None:
             return BatchFeature({"pixel_values": [p.numpy() for p in pixels]})
         return BatchFeature({"pixel_values": torch.stack(pixels)}, tensor_type=return_tensors)

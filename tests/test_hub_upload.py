@@ -194,7 +194,7 @@ def test_auto_map_lists_and_other_repo_references(tiny_longclip_folder):
     """[slow, fast] tokenizer pairs (None for a missing one) need each module; "repo--" code lives in that repo."""
     _write_json(
         tiny_longclip_folder / "tokenizer_config.json",
-        lambda d: d.update(auto_map={"AutoTokenizer": ["tokenization_longclip.LongCLIPTokenizer", None]}),
+        lambda d: d.update(auto_map={"AutoTokenizer": ["tokenization_extra.ExtraTokenizer", None]}),
     )
     _write_json(
         tiny_longclip_folder / "config.json",
@@ -202,10 +202,10 @@ def test_auto_map_lists_and_other_repo_references(tiny_longclip_folder):
     )
     with pytest.raises(FolderNotLoadableError) as refused:
         validate_model_folder(tiny_longclip_folder)
-    assert "tokenization_longclip.py" in str(refused.value)
+    assert "tokenization_extra.py" in str(refused.value)
     assert "modeling_other" not in str(refused.value)
 
-    (tiny_longclip_folder / "tokenization_longclip.py").write_text("from .embedding import pooled_features\n")
+    (tiny_longclip_folder / "tokenization_extra.py").write_text("from .embedding import pooled_features\n")
     validate_model_folder(tiny_longclip_folder)
 
 

@@ -140,3 +140,60 @@ def test_saved_settings_reload(tmp_path):
     assert type(reloaded) is LongCLIPImageProcessor
     assert (reloaded.flavour, reloaded.size, reloaded.crop_size) == ("transformers", {"shortest_edge": 48}, {"height": 48, "width": 48})
     assert (tmp_path / "image_processing_longclip.py").is_file()
+
+
+def test_do_rescale_says_which_range_float_inputs_hold():
+    processor = LongCLIPImageProcessor(size=16)
+    array = np.asarray(Image.fromarray(data.coffee()).resize((24, 16)))
+    expected = processor(array, return_tensors="pt")["pixel_values"]
+    unit = torch.from_numpy(array.astype(np.float32) / 255).permute(2, 0, 1)
+    assert torch.equal(processor(unit, do_rescale=False, return_tensors="pt")["pixel_values"], expected)
+    assert torch.equal(processor(unit * 255, do_rescale=True, return_tensors="pt")["pixel_values"], expected)
+
+
+_CLEAN_SCRIPT = r"""
+import json, sys
+
+class BlockPackage:
+    def find_spec(self, name, path=None, target=None):
+        if name == "modeling_longclip" or name.startswith("modeling_longclip."):
+            raise ImportError(f"{name} is blocked in this process")
+
+sys.meta_path.insert(0, BlockPackage())
+import numpy as np
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer
+
+folder, image_path, text = sys.argv[1], sys.argv[2], sys.argv[3]
+image_processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+pixels = image_processor(Image.open(image_path), return_tensors="np")["pixel_values"]
+print(json.dumps({"image_processor": type(image_processor).__name__, "tokenizer": type(tokenizer).__name__,
+                  "pixels": np.asarray(pixels).tolist(), "ids": tokenizer(text)["input_ids"]}))
+"""
+
+
+def test_folder_front_ends_load_where_the_package_is_not_installed(tmp_path, clip_tokenizer):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from modeling_longclip import LongCLIPProcessor
+
+    processor = LongCLIPProcessor(clip_image_processor(24), clip_tokenizer)
+    processor.save_pretrained(tmp_path / "folder")
+    photo = Image.fromarray(data.rocket()).resize((59, 40))  # at 24 px: 35 wide, corner round(5.5) = 6, floor 5
+    photo.save(tmp_path / "photo.png")
+    text = "Tom &amp; Jerry’s ﬁve cats"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.run(
+        [sys.executable, "-c", _CLEAN_SCRIPT, str(tmp_path / "folder"), str(tmp_path / "photo.png"), text],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (result["image_processor"], result["tokenizer"]) == ("LongCLIPImageProcessor", "LongCLIPTokenizer")
+    expected = torch.from_numpy(torchvision_reference(Image.open(tmp_path / "photo.png"), 24))
+    assert torch.equal(torch.tensor(result["pixels"], dtype=torch.float32)[0], expected)
+    assert result["ids"] == processor(text=[text])["input_ids"][0].tolist()
