@@ -12,7 +12,8 @@ from modeling_longclip.image_processing_longclip import LongCLIPImageProcessor
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-SIZES = [(1000, 667), (640, 427), (667, 1000), (5, 300), (300, 5), (333, 225), (225, 224), (97, 33), (224, 224), (512, 512)]
+SIZES = [(1000, 667), (640, 427), (667, 1000), (301, 200), (5, 300), (300, 5), (333, 225), (225, 224), (97, 33), (224, 224)]
+# (301, 200) at 224: slack 113, corner round(56.5) = 56 (Python rounds half to even), not 57
 
 
 def _resize_short_side(image: Image.Image, n: int) -> Image.Image:
