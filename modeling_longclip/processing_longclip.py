@@ -9,6 +9,7 @@ into context-sized windows that `LongCLIPModel.encode_text` pools.
 from __future__ import annotations
 
 import copy
+import importlib
 
 from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, CLIPTokenizer, ProcessorMixin
 
@@ -23,8 +24,12 @@ MODALITY_GROUPS = ("text_kwargs", "images_kwargs", "common_kwargs", "audio_kwarg
 
 # Folders name LongCLIPTokenizer / LongCLIPImageProcessor (every family uses the latter); registered by name, they load
 # without remote code wherever this module is imported, and through auto_map where it is not.
-AutoTokenizer.register(LongCLIPConfig, LongCLIPTokenizer, exist_ok=True)
-AutoImageProcessor.register(
+AutoTokenizer.register(LongCLIPConfig, fast_tokenizer_class=LongCLIPTokenizer, exist_ok=True)
+try:
+    _auto_image_processor = AutoImageProcessor.register and AutoImageProcessor
+except ImportError:  # transformers < 5.20 without torchvision exports a placeholder; its processors use the module's
+    _auto_image_processor = importlib.import_module("transformers.models.auto.image_processing_auto").AutoImageProcessor
+_auto_image_processor.register(
     LongCLIPConfig, slow_image_processor_class=LongCLIPImageProcessor, fast_image_processor_class=LongCLIPImageProcessor,
     exist_ok=True,
 )  # fmt: skip
