@@ -43,6 +43,8 @@ class LLM2CLIPConfig(PreTrainedConfig):
     text_model_name_or_path (`str`, *optional*): where the text model's weights live when they are kept out of this
         folder; `from_pretrained` then loads them from there.
     logit_scale_init_value (`float`, defaults to ln 100).
+    pooling_dtype (`str`, defaults to "model"): the dtype the pooled mean is computed in: "model" (the text model's
+        output dtype, as llm2vec does: bf16 in the released recipe) or "float32"; the result is float32 either way.
     """
 
     model_type = "llm2clip"
@@ -60,6 +62,7 @@ class LLM2CLIPConfig(PreTrainedConfig):
     text_model_name_or_path: str | None = None
     logit_scale_init_value: float = 4.6052
     initializer_range: float = 0.02
+    pooling_dtype: str = "model"
 
     default_auto_map = LLM2CLIP_AUTO_MAP
 

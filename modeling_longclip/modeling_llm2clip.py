@@ -64,15 +64,34 @@ def make_bidirectional(model: nn.Module) -> nn.Module:
     return model
 
 
-def pool_hidden_states(hidden: torch.Tensor, pooling_mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Mean over the pooled tokens, or the last pooled token; in fp32 like llm2vec."""
-    mask = pooling_mask.to(hidden.device, torch.float32)
+def pool_hidden_states(
+    hidden: torch.Tensor, pooling_mask: torch.Tensor, mode: str, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Mean over the pooled tokens, or the last pooled token, computed in `dtype` (None: the hidden states' own, as
+    llm2vec pools in the model's dtype), returned in float32 (llm2vec casts after pooling).
+
+    The mean is llm2vec's op exactly, `hidden[i, start:end].mean(dim=0)` per row, so bf16 results match it bit for
+    bit; a row whose mask is not one contiguous run falls back to the same mean over the selected positions. An
+    all-zero row gives zeros.
+    """
+    hidden = hidden if dtype is None else hidden.to(dtype)
+    mask = pooling_mask.to(hidden.device).bool()
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    counts = mask.sum(dim=1)
     if mode == "last":
-        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
         last = (positions * mask).argmax(dim=1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
-    counts = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-    return (hidden.float() * mask.unsqueeze(-1)).sum(dim=1) / counts
+    starts = torch.where(mask, positions, mask.shape[1]).amin(dim=1)
+    ends = (torch.where(mask, positions, -1).amax(dim=1) + 1).clamp(min=0)
+    rows = []
+    for i, (start, end, count) in enumerate(zip(starts.tolist(), ends.tolist(), counts.tolist())):  # one host sync
+        if count == 0:
+            rows.append(hidden.new_zeros(hidden.shape[-1]))
+        elif end - start == count:
+            rows.append(hidden[i, start:end].mean(dim=0))
+        else:
+            rows.append(hidden[i][mask[i]].mean(dim=0))
+    return torch.stack(rows).float()
 
 
 @dataclass
@@ -163,11 +182,17 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pooling_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Pooled, un-normalized text-model embeddings in fp32: what the feature cache stores."""
+        """Pooled, un-normalized text-model embeddings, returned in fp32: what the feature cache stores. Pooled in
+        the text model's output dtype (llm2vec's bf16 recipe), or in fp32 with `config.pooling_dtype="float32"`."""
+        pooling_dtypes = {"model": None, "float32": torch.float32}
+        choice = getattr(self.config, "pooling_dtype", "model")
+        if choice not in pooling_dtypes:
+            raise ValueError(f"config.pooling_dtype must be one of {tuple(pooling_dtypes)}, got {choice!r}.")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return pool_hidden_states(hidden, attention_mask if pooling_mask is None else pooling_mask, self.config.pooling)
+        mask = attention_mask if pooling_mask is None else pooling_mask
+        return pool_hidden_states(hidden, mask, self.config.pooling, pooling_dtypes[choice])
 
     def get_text_features(
         self,

@@ -112,13 +112,21 @@ def load_text_tower(source: str | Path) -> TextTower:
     return TextTower(config, model.state_dict(), AutoTokenizer.from_pretrained(folder), str(source))
 
 
-def make_processor(tokenizer, image_size: int, image_processor=None) -> LLM2CLIPProcessor:
-    """llm2vec's Llama-3 wrapper when the tokenizer has its special tokens; plain mean pooling otherwise."""
+def make_processor(
+    tokenizer, image_size: int, image_processor=None, max_length: int = 512, doc_max_length: int = 512
+) -> LLM2CLIPProcessor:
+    """llm2vec's encoding (Llama-3 template, separator, trailing strip, 512/512 as the released features were made;
+    the 1B card uses doc_max_length 400) when the tokenizer has the Llama-3 special tokens; plain mean pooling over
+    every token, no separator, otherwise."""
     image_processor = image_processor or clip_image_processor(image_size)
     vocab = tokenizer.get_vocab()
+    lengths = dict(max_length=max_length, doc_max_length=doc_max_length)
     if all(token in vocab for token in LLAMA3_SPECIAL_TOKENS):
-        return LLM2CLIPProcessor(image_processor, tokenizer, text_template=LLAMA3_TEXT_TEMPLATE, pooling_scope="caption")
-    return LLM2CLIPProcessor(image_processor, tokenizer, text_template="{caption}", pooling_scope="all", padding_side="right")
+        return LLM2CLIPProcessor(image_processor, tokenizer, text_template=LLAMA3_TEXT_TEMPLATE, pooling_scope="caption", **lengths)
+    return LLM2CLIPProcessor(
+        image_processor, tokenizer, text_template="{caption}", pooling_scope="all", padding_side="right",
+        instruction_separator=None, **lengths,
+    )  # fmt: skip
 
 
 @dataclass
