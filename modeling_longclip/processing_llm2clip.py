@@ -75,7 +75,8 @@ class LLM2CLIPProcessor(ProcessorMixin):
         self.strip_trailing_whitespace, self.instruction_separator = bool(strip_trailing_whitespace), instruction_separator
         super().__init__(image_processor, tokenizer, **kwargs)
         if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+            self.tokenizer.pad_token = self.tokenizer.eos_token  # llm2vec pads with EOS
+        self.tokenizer.padding_side = padding_side  # for code that reads it from the tokenizer; calls pass it too
 
     def encoding_settings(self) -> dict:
         """Everything besides the tokenizer's vocabulary that decides a caption's tokens and pooled positions."""
