@@ -18,7 +18,6 @@ from modeling_longclip.converters.openai_clip import CheckpointError
 from modeling_longclip.converters.reference_llm import reference_bidirectional_llama
 
 
-
 @pytest.fixture(scope="module")
 def llama_tokenizer():
     return tiny_llama3_tokenizer()

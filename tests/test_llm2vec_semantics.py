@@ -251,3 +251,24 @@ def test_bf16_mean_pooling_is_llm2vecs_bit_for_bit(tokenizer, bf16_model):
             bf16_model.encode_llm(**inputs)
     finally:
         bf16_model.config.pooling_dtype = "model"
+
+
+def test_pooling_masks_that_are_not_one_run_and_empty_rows():
+    from modeling_longclip.modeling_llm2clip import pool_hidden_states
+
+    hidden = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    mask = torch.tensor([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0], [0, 1, 1, 1, 0]])
+    pooled = pool_hidden_states(hidden, mask, "mean")
+    torch.testing.assert_close(pooled[0], hidden[0, [0, 2, 3]].mean(dim=0).float(), rtol=0, atol=0)
+    torch.testing.assert_close(pooled[1], torch.zeros(4), rtol=0, atol=0)
+    torch.testing.assert_close(pooled[2], hidden[2, 1:4].mean(dim=0).float(), rtol=0, atol=0)
+    in_fp32 = pool_hidden_states(hidden, mask, "mean", torch.float32)
+    torch.testing.assert_close(in_fp32[2], hidden[2, 1:4].float().mean(dim=0), rtol=0, atol=0)
+    assert pooled.dtype == in_fp32.dtype == torch.float32
+
+
+def test_pooling_dtype_is_a_saved_config_field(tmp_path):
+    config = tiny_llm2clip_config(tiny_llama_config(32), pooling_dtype="float32")
+    config.save_pretrained(tmp_path)
+    assert type(config).from_pretrained(tmp_path).pooling_dtype == "float32"
+    assert tiny_llm2clip_config(tiny_llama_config(32)).pooling_dtype == "model"
