@@ -215,8 +215,14 @@ def test_grouped_kwargs_as_sentence_transformers_passes_them(tokenizer):
     for bad in ({"foo": 1}, {"text_kwargs": {"do_normalize": False}}, {"images_kwargs": {"max_len": 3}}, {"audio_kwargs": {"x": 1}}):
         with pytest.raises(TypeError, match="LLM2CLIPProcessor"):
             processor(text=["a dog"], **bad)
+    right = processor(text=["a dog", "a red car parked next to a tree"], common_kwargs={"padding_side": "right"})
+    assert right["attention_mask"][0, -1] == 0 and right["pooling_mask"][0, -1] == 0  # padding after the tokens
+    fixed = processor(text=["a dog"], text_kwargs={"padding": "max_length", "max_length": 12})
+    assert fixed["input_ids"].shape == (1, 12) and fixed["pooling_mask"][0, -1] == 1  # left-padded to 12
     with pytest.raises(ValueError, match="truncat"):
         processor(text=["a dog"], text_kwargs={"truncation": False})
+    with pytest.raises(ValueError, match="pads every batch"):
+        processor(text=["a dog"], padding=False)
     with pytest.raises(TypeError, match="list of strings"):
         processor(text=["a dog", None])
 
