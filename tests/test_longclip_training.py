@@ -221,3 +221,94 @@ def test_streamed_webdataset_shards_and_sharegpt4v_json(tmp_path, base_folder):
             "--use_cpu", "true", "--logging_steps", "1"]  # fmt: skip
     assert train_main(argv) == 0
     assert json.loads((out / "trainer_state.json").read_text())["log_history"][0]["epoch"] == 0.5  # 6 rows after the 1000 held out
+
+
+def _gradients_on_all_rows(base, train_file):
+    """Loss gradients of the base model on all ten rows (the contrastive loss does not depend on the row order)."""
+    from modeling_longclip.training.collator import ImageCaptionCollator
+
+    model, processor = LongCLIPModel.from_pretrained(base), LongCLIPProcessor.from_pretrained(base)
+    rows = [json.loads(line) for line in train_file.read_text().splitlines()]
+    collator = ImageCaptionCollator(processor, train_file.parent / "images", drop_text_masks=model.text_padding_mask_optional(processor))
+    model.train()
+    model(**collator(rows), return_loss=True).loss.backward()
+    return {name: param.grad for name, param in model.named_parameters()}
+
+
+def test_authors_weight_decay_and_warmup_by_hand(tmp_path, base_folder):
+    """One step of the authors' recipe, recomputed by hand: AdamW's first update is g / (|g| + eps); the authors'
+    train.py decays every trainable tensor (one group, wd) and runs step 0 at lr x 1 / warmup; their frozen rows sit in
+    a separate parameter, so rows < keep do not move at all."""
+    train_file = write_photo_dataset(tmp_path / "data")
+    grads = _gradients_on_all_rows(base_folder, train_file)
+    lr, wd, warmup = 1e-3, 0.5, 4
+    out = tmp_path / "authors"
+    run_training(out, base_folder, train_file, "--max_steps", "1", "--per_device_train_batch_size", "10",
+                 "--learning_rate", str(lr), "--weight_decay", str(wd), "--warmup_steps", str(warmup), "--save_strategy", "no")  # fmt: skip
+    before, after = load_file(base_folder / "model.safetensors"), load_file(out / "model.safetensors")
+    step_lr = lr * (0 + 1) / warmup
+    key = "text_model.embeddings.position_embedding.weight"
+    undecayed_by_trainer = 0
+    for name, grad in grads.items():
+        expected = before[name] * (1 - step_lr * wd) - step_lr * grad / (grad.abs() + 1e-8)
+        if name == key:
+            expected[:20] = before[name][:20]
+        # g / (|g| + eps) is only reproducible where g is not rounding noise (a key bias's gradient is ~1e-10)
+        stable = grad.abs() > 1e-4
+        torch.testing.assert_close(after[name][stable], expected[stable], rtol=0, atol=2e-7, msg=name)
+        noise = after[name][~stable] - (before[name] * (1 - step_lr * wd))[~stable]
+        assert noise.abs().le(step_lr * 1.0001).all(), name
+        undecayed_by_trainer += name.endswith(("bias", "weight")) and ("norm" in name or name.endswith("bias") or "position_embedding" in name)
+    assert torch.equal(after[key][:20], before[key][:20])
+    assert undecayed_by_trainer > 10  # the tensors transformers' convention would have left undecayed
+
+    out = tmp_path / "transformers"  # transformers' warmup starts at lr 0: the first step moves nothing
+    run_training(out, base_folder, train_file, "--max_steps", "1", "--per_device_train_batch_size", "10",
+                 "--learning_rate", str(lr), "--weight_decay", str(wd), "--warmup_steps", str(warmup),
+                 "--warmup_convention", "transformers", "--decay_convention", "trainer", "--save_strategy", "no")  # fmt: skip
+    unchanged = load_file(out / "model.safetensors")
+    assert all(torch.equal(unchanged[name], before[name]) for name in grads)
+
+
+def test_decay_conventions_build_the_documented_groups(tmp_path, base_folder):
+    from modeling_longclip.training.longclip_train import LongCLIPTrainingArguments
+    from modeling_longclip.training.trainer import ContrastiveTrainer
+
+    model = LongCLIPModel.from_pretrained(base_folder)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = {}
+    for convention in ("authors", "trainer"):
+        args = LongCLIPTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", decay_convention=convention)
+        trainer = ContrastiveTrainer(model=model, args=args, decay_convention=convention)
+        groups[convention] = [(g["weight_decay"], len(g["params"])) for g in trainer.create_optimizer().param_groups]
+    assert groups["authors"] == [(0.01, len(trainable))]  # the authors' AdamW(model.parameters(), weight_decay=0.01)
+    (decayed_wd, decayed), (zero_wd, undecayed) = groups["trainer"]
+    assert (decayed_wd, zero_wd) == (0.01, 0.0) and decayed + undecayed == len(trainable) and undecayed > decayed / 2
+
+
+def test_authors_warmup_then_cosine_matches_their_scheduler(tmp_path, base_folder):
+    import math
+
+    from modeling_longclip.training.longclip_train import LongCLIPTrainingArguments
+    from modeling_longclip.training.trainer import ContrastiveTrainer
+
+    base_lr, warmup, steps = 1e-3, 3, 10
+
+    def authors(step):  # train/scheduler.py: _warmup_lr, then cosine over the steps after warmup
+        if step < warmup:
+            return base_lr * (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup))) * base_lr
+
+    lrs = {}
+    for convention in ("authors", "transformers"):
+        args = LongCLIPTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", learning_rate=base_lr,
+                                         warmup_steps=warmup)  # fmt: skip
+        trainer = ContrastiveTrainer(model=LongCLIPModel.from_pretrained(base_folder), args=args, warmup_convention=convention)
+        trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+        lrs[convention] = []
+        for _ in range(steps):
+            lrs[convention].append(trainer.optimizer.param_groups[0]["lr"])
+            trainer.optimizer.step()
+            trainer.lr_scheduler.step()
+    assert lrs["authors"] == pytest.approx([authors(k) for k in range(steps)], rel=1e-12, abs=1e-15)
+    assert lrs["transformers"][0] == 0 and lrs["transformers"][warmup:] == lrs["authors"][warmup:]

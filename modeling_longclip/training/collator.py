@@ -186,18 +186,24 @@ class CaptionPairCollator:
         return batch
 
 
+DISTILL_CAPTIONS = ("both", "random")
+
+
 class DistillationCollator:
     """Captions for adapter distillation: LLM inputs (or cached LLM embeddings) and the CLIP teacher's tokens at the
-    teacher's own context length; one of the long / short caption per sample (`pick_caption`), like the image-text
-    stages."""
+    teacher's own context length.
 
-    def __init__(self, processor, teacher_tokenizer, text_features=None, seed: int = 0):
+    captions "both" (the authors' train.py): the short caption of every sample under the plain keys and its long
+    caption under `long_*` keys; "random": one of the two per sample (`pick_caption`), like the image-text stages.
+    """
+
+    def __init__(self, processor, teacher_tokenizer, text_features=None, seed: int = 0, captions: str = "both"):
+        if captions not in DISTILL_CAPTIONS:
+            raise ValueError(f"captions must be one of {DISTILL_CAPTIONS}, got {captions!r}")
         self.processor, self.teacher_tokenizer, self.text_features = processor, teacher_tokenizer, text_features
-        self.seed, self.epoch, self.skips = seed, 0, SkipCounts()
+        self.seed, self.epoch, self.skips, self.captions = seed, 0, SkipCounts(), captions
 
-    def __call__(self, rows: list[dict]) -> dict:
-        captions, shorts, empty = _texts_of(rows)
-        captions = [pick_caption(pair, self.seed, self.epoch) for pair in zip(captions, shorts)]
+    def _encode(self, captions: list[str], prefix: str = "") -> dict:
         teacher = self.teacher_tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
         batch = {"teacher_input_ids": teacher["input_ids"], "teacher_attention_mask": teacher["attention_mask"]}
         if self.text_features is not None:
@@ -205,5 +211,13 @@ class DistillationCollator:
         else:
             encoded = self.processor(text=captions, return_tensors="pt")
             batch.update({k: encoded[k] for k in ("input_ids", "attention_mask", "pooling_mask")})
+        return {prefix + key: value for key, value in batch.items()}
+
+    def __call__(self, rows: list[dict]) -> dict:
+        captions, shorts, empty = _texts_of(rows)
+        if self.captions == "random":
+            batch = self._encode([pick_caption(pair, self.seed, self.epoch) for pair in zip(captions, shorts)])
+        else:
+            batch = {**self._encode(shorts), **self._encode(captions, prefix="long_")}
         self.skips.add({"empty_caption": empty})
         return batch
