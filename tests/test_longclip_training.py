@@ -131,17 +131,40 @@ def test_broken_rows_are_skipped_and_counted(tmp_path, base_folder):
     assert first_step["skipped_missing_image"] == 1  # the one batch held all 13 rows
 
 
-def test_stretch_from_stock_clip(tmp_path):
+def _stock_clip_folder(folder: Path) -> Path:
     torch.manual_seed(0)
     config = CLIPConfig(
         text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1),
         vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1, image_size=32, patch_size=16),
         projection_dim=16,
     )  # fmt: skip
-    clip_folder = tmp_path / "clip"
-    CLIPModel(config).save_pretrained(clip_folder)
-    build_clip_tokenizer(77).save_pretrained(clip_folder)
-    tiny_image_processor().save_pretrained(clip_folder)
+    CLIPModel(config).save_pretrained(folder)
+    build_clip_tokenizer(77).save_pretrained(folder)
+    tiny_image_processor().save_pretrained(folder)
+    return folder
+
+
+def test_stretch_from_clip_uses_the_authors_fp16_arithmetic_unless_told(tmp_path):
+    from transformers import HfArgumentParser
+
+    from modeling_longclip import stretch_position_embeddings
+    from modeling_longclip.training.longclip_train import ModelArguments, build_model_and_processor
+
+    clip_folder = _stock_clip_folder(tmp_path / "clip")
+    source = CLIPModel.from_pretrained(clip_folder).text_model.embeddings.position_embedding.weight.detach()
+    parser = HfArgumentParser(ModelArguments)
+    tables = {}
+    for flags in ([], ["--no_exact_fp16"]):
+        (args,) = parser.parse_args_into_dataclasses(["--model_name_or_path", str(clip_folder), "--stretch_from_clip", "true", *flags])
+        model, _ = build_model_and_processor(args)
+        tables[args.exact_fp16] = model.text_model.embeddings.position_embedding.weight.detach()
+    assert torch.equal(tables[True], stretch_position_embeddings(source, exact_fp16=True))  # the default
+    assert torch.equal(tables[False], stretch_position_embeddings(source))
+    assert not torch.equal(tables[True], tables[False])
+
+
+def test_stretch_from_stock_clip(tmp_path):
+    clip_folder = _stock_clip_folder(tmp_path / "clip")
     train_file = write_photo_dataset(tmp_path / "data")
     out = tmp_path / "run"
     run_training(out, clip_folder, train_file, "--stretch_from_clip", "true", "--max_steps", "2", "--learning_rate", "1e-6",
