@@ -214,3 +214,39 @@ def test_cli_reports_parity_and_refuses_cleanly(tmp_path, longclip_checkpoint):
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("kind", ["module", "legacy_module", "script", "trace"])
+def test_pickled_modules_and_torchscript_are_refused_in_one_line(tmp_path, kind, capsys):
+    """torch's refusal is five lines with colour codes and a `weights_only=False` advice the command cannot take."""
+    import warnings
+
+    from modeling_longclip.converters.cli import convert_longclip_main
+
+    module = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    path = tmp_path / f"{kind}.pt"
+    if kind == "module":
+        torch.save(module, path)
+    elif kind == "legacy_module":
+        torch.save(module, path, _use_new_zipfile_serialization=False)
+    else:
+        scripted = torch.jit.script(module) if kind == "script" else torch.jit.trace(module, torch.zeros(1, 4))
+        torch.jit.save(scripted, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no torch warning reaches the user
+        assert convert_longclip_main(["--checkpoint", str(path), "--output", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and "\x1b" not in captured.err
+    assert "weights_only" not in captured.err
+    if kind.endswith("module"):
+        assert "pickled `torch.nn.modules.container.Sequential` object" in lines[0]
+        if kind == "module":  # read from the pickle itself when torch's message changes wording
+            from modeling_longclip.converters.torch_files import foreign_class
+
+            assert foreign_class(path, RuntimeError("refused")) == "torch.nn.modules.container.Sequential"
+        assert "torch.save(model.state_dict(), 'weights.pt')" in lines[0]
+    else:
+        assert "a TorchScript archive" in lines[0] and "torch.jit.load(path, map_location='cpu').state_dict()" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
