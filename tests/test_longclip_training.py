@@ -183,6 +183,18 @@ def test_data_errors_exit_cleanly(tmp_path, base_folder, capsys):
     assert train_main(argv) == 2
     assert "no training data" in capsys.readouterr().err
 
+    unloadable = tmp_path / "unloadable.jsonl"  # every image missing: refused before training, not a collator traceback
+    unloadable.write_text("".join(json.dumps({"image": f"gone{i}.jpg", "caption": "A cat."}) + "\n" for i in range(7)))
+    assert train_main([*argv, "--train_file", str(unloadable), "--image_root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the weight-loading progress bar
+    assert err.startswith(f"error: {unloadable}: none of the first 7 rows has a loadable image") 
+    assert f"row 0: missing image {tmp_path / 'gone0.jpg'}" in err
+
+    malformed = tmp_path / "malformed.jsonl"
+    malformed.write_text('{"image": "a.jpg", "caption": "A cat."}\n{"image": "b.jpg", "caption": "A dog."\n')
+    assert train_main([*argv, "--train_file", str(malformed)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {malformed}:2: not valid JSON lines (Expecting ',' delimiter")
+
 
 def test_two_processes_with_torchrun(tmp_path, base_folder):
     train_file = write_photo_dataset(tmp_path / "data")

@@ -35,7 +35,7 @@ from ..processing_llm2clip import LLM2CLIPProcessor
 from .collator import DISTILL_CAPTIONS, CaptionPairCollator, DistillationCollator, ImageCaptionCollator
 from .data import DataError
 from .dual_tower_models import AdapterDistillationModel, CaptionContrastiveModel, EMATeacherContrastiveModel
-from .longclip_train import DataArguments, load_training_data
+from .longclip_train import DataArguments, data_source, load_training_data
 from .losses import STRUCTURE_FORMS
 from .trainer import (
     CollatorEpochCallback,
@@ -184,7 +184,7 @@ def _export(family: str, stage: str, trainable, processor, args: DualTowerArgume
     model.save_pretrained(output)
     processor.save_pretrained(output)
     description, _ = STAGES[(family, stage)]
-    data = data_args.train_shards or data_args.train_dir or data_args.train_file
+    data = data_source(data_args)
     card = render_model_card(
         "dual_tower_finetuned",
         model_family={"llm2clip": "LLM2CLIP", "proclip": "ProCLIP"}[family],
@@ -208,7 +208,7 @@ def train_stage(family: str, stage: str, args: DualTowerArguments, data_args: Da
     trainable, collator, callbacks = build_stage(family, stage, args, model, processor, training_args)
     if isinstance(collator, ImageCaptionCollator):
         collator.image_root = data_args.image_root
-        collator.set_fallback(dataset)
+        collator.set_fallback(dataset, source=data_source(data_args))
     trainer = ContrastiveTrainer(
         model=trainable,
         args=training_args,

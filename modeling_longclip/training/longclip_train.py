@@ -122,6 +122,11 @@ def build_model_and_processor(args: ModelArguments):
     return model, processor
 
 
+def data_source(args: DataArguments) -> str | None:
+    """The file, folder or shard pattern the rows come from, as messages and model cards name it."""
+    return args.train_shards or args.train_dir or args.train_file
+
+
 def load_training_data(args: DataArguments, training_args: TrainingArguments, text_only: bool = False):
     """The training rows for `args`; `text_only` stages read caption files without an image column."""
     if args.dataset_format not in DATASET_FORMATS:
@@ -149,7 +154,7 @@ def load_training_data(args: DataArguments, training_args: TrainingArguments, te
 
 
 def _card_renderer(model, model_args, data_args, training_args):
-    data = data_args.train_shards or data_args.train_dir or data_args.train_file
+    data = data_source(data_args)
 
     def render(steps: int) -> str:
         world = max(training_args.world_size, 1)
@@ -178,12 +183,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
             "decayed optimizer step: use ZeRO-1/2, or --decay_convention trainer (no decay on the position tables)."
         )
     set_seed(training_args.seed)
+    dataset = load_training_data(data_args, training_args)  # bad data is refused before the model loads
     model, processor = build_model_and_processor(model_args)
-    dataset = load_training_data(data_args, training_args)
     render_card = _card_renderer(model, model_args, data_args, training_args)
     drop_text_masks = model.text_padding_mask_optional(processor)
     collator = ImageCaptionCollator(processor, data_args.image_root, short_captions="pair", drop_text_masks=drop_text_masks)
-    collator.set_fallback(dataset)
+    collator.set_fallback(dataset, source=data_source(data_args))
     trainer = ContrastiveTrainer(
         model=model,
         args=training_args,
