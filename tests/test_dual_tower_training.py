@@ -302,3 +302,17 @@ def test_logit_scale_clamp_unwraps_and_writes_into_the_parameter():
     model.logit_scale.data.fill_(7.0)
     LogitScaleClampCallback().on_optimizer_step(None, None, None, model=wrapped)
     assert model.logit_scale.item() == torch.tensor(math.log(100)).item()
+
+
+def test_logit_scale_clamp_skips_a_zero3_partitioned_parameter(caplog):
+    from modeling_longclip.training.trainer import LogitScaleClampCallback
+
+    model, _ = _tiny_proclip()
+    model.logit_scale.data.fill_(7.0)
+    model.logit_scale.ds_id = 0  # partitioned by DeepSpeed ZeRO-3: the local tensor is not the value
+    callback = LogitScaleClampCallback()
+    with caplog.at_level("WARNING", logger="modeling_longclip.training.trainer"):
+        callback.on_optimizer_step(None, None, None, model=model)
+        callback.on_optimizer_step(None, None, None, model=model)
+    assert model.logit_scale.item() == 7.0
+    assert [r.getMessage() for r in caplog.records] == ["logit_scale is partitioned by DeepSpeed ZeRO-3: its clamp is skipped."]

@@ -347,3 +347,22 @@ def test_authors_warmup_then_cosine_matches_their_scheduler(tmp_path, base_folde
             trainer.lr_scheduler.step()
     assert lrs["authors"] == pytest.approx([authors(k) for k in range(steps)], rel=1e-12, abs=1e-15)
     assert lrs["transformers"][0] == 0 and lrs["transformers"][warmup:] == lrs["authors"][warmup:]
+    args = LongCLIPTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", learning_rate=base_lr,
+                                     warmup_steps=warmup, lr_scheduler_type="constant")  # fmt: skip
+    trainer = ContrastiveTrainer(model=LongCLIPModel.from_pretrained(base_folder), args=args, warmup_convention="authors")
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    assert trainer.optimizer.param_groups[0]["lr"] == base_lr  # a schedule without warmup gets none added
+
+
+def test_zero3_cannot_write_back_the_frozen_rows_and_is_refused(tmp_path, base_folder, monkeypatch, capsys):
+    import modeling_longclip.training.longclip_train as longclip_train
+    from modeling_longclip.training.trainer import FrozenRowsCallback, RecipeError
+
+    monkeypatch.setattr(longclip_train, "is_deepspeed_zero3_enabled", lambda: True)
+    argv = ["--model_name_or_path", str(base_folder), "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"]
+    assert train_main([*argv, "--train_file", str(tmp_path / "unused.jsonl")]) == 2
+    assert "ZeRO-3 partitions the position table" in capsys.readouterr().err
+    model = LongCLIPModel.from_pretrained(base_folder)
+    model.text_model.embeddings.position_embedding.weight.ds_id = 0  # how DeepSpeed marks a partitioned parameter
+    with pytest.raises(RecipeError, match="--decay_convention trainer"):
+        FrozenRowsCallback().on_train_begin(None, None, None, model=model)

@@ -38,6 +38,7 @@ from .trainer import (
     ContrastiveTrainer,
     FrozenRowsCallback,
     ModelCardCallback,
+    RecipeError,
     finish_distributed,
 )
 
@@ -178,7 +179,7 @@ def _card_renderer(model, model_args, data_args, training_args):
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: LongCLIPTrainingArguments):
     if training_args.decay_convention == "authors" and is_deepspeed_zero3_enabled():
-        raise DataError(
+        raise RecipeError(
             "DeepSpeed ZeRO-3 partitions the position table, so its frozen rows cannot be written back after the "
             "decayed optimizer step: use ZeRO-1/2, or --decay_convention trainer (no decay on the position tables)."
         )
@@ -215,7 +216,7 @@ def main(argv=None) -> int:
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     try:
         train(model_args, data_args, training_args)
-    except DataError as error:
+    except (DataError, RecipeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -42,6 +42,10 @@ def vision_layer_depth(name: str, num_layers: int) -> int:
     return num_layers - int(match.group(1)) if match else num_layers + 1
 
 
+class RecipeError(ValueError):
+    """A recipe option this setup cannot honour (e.g. under DeepSpeed ZeRO-3); the message names the option."""
+
+
 def authors_warmup(step: int, warmup: int, after) -> float:
     """Long-CLIP's warmup factor (train/scheduler.py): (k + 1) / warmup before step k, then the schedule `after`."""
     return (step + 1) / warmup if step < warmup else after(step)
@@ -77,6 +81,8 @@ class ContrastiveTrainer(Trainer):
                 f"--warmup_convention authors shifts a LambdaLR schedule; `{self.args.lr_scheduler_type}` is "
                 f"{type(scheduler).__name__}: use --warmup_convention transformers with it."
             )
+        if any(after(0) != 0 for after in scheduler.lr_lambdas):  # e.g. `constant`: this schedule has no warmup
+            return scheduler
         lambdas = [functools.partial(authors_warmup, warmup=warmup, after=after) for after in scheduler.lr_lambdas]
         self.lr_scheduler = LambdaLR(scheduler.optimizer, lambdas)
         return self.lr_scheduler
@@ -178,7 +184,7 @@ class FrozenRowsCallback(TrainerCallback):
         for module in _unwrapped(model).modules():
             if isinstance(module, PartiallyFrozenEmbedding) and module.keep and module.weight.requires_grad:
                 if _partitioned(module.weight):
-                    raise ValueError(
+                    raise RecipeError(
                         "DeepSpeed ZeRO-3 partitions the position table, so its frozen rows cannot be written back after "
                         "each step: train with ZeRO-1/2, or with --decay_convention trainer (no decay on it)."
                     )
