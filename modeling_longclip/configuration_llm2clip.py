@@ -43,6 +43,8 @@ class LLM2CLIPConfig(PreTrainedConfig):
     text_model_name_or_path (`str`, *optional*): where the text model's weights live when they are kept out of this
         folder; `from_pretrained` then loads them from there.
     logit_scale_init_value (`float`, defaults to ln 100).
+    adapter_normalize_input (`bool`, defaults to True): L2-normalize the pooled text embedding before the adapter, as
+        every release does except LLM2CLIP's SigLIP2 one (its text path calls the adapter with `l2_norm=False`).
     """
 
     model_type = "llm2clip"
@@ -60,6 +62,7 @@ class LLM2CLIPConfig(PreTrainedConfig):
     text_model_name_or_path: str | None = None
     logit_scale_init_value: float = 4.6052
     initializer_range: float = 0.02
+    adapter_normalize_input: bool = True
 
     default_auto_map = LLM2CLIP_AUTO_MAP
 
