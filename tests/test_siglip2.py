@@ -151,7 +151,7 @@ def test_heads_override_and_the_command_line(tmp_path, release, capsys):
     parity = convert_llm2clip_siglip2(tmp_path / "narrow.pt", llm, tmp_path / "out", num_heads=4)
     assert parity.image_max_abs_diff <= 1e-5
     assert LLM2CLIPModel.from_pretrained(tmp_path / "out").config.vision_config.num_attention_heads == 4
-    torch.save(random_siglip2_release(seed=2), tmp_path / "so.pt")
+    torch.save(random_siglip2_release(seed=2), tmp_path / "so.pt", _use_new_zipfile_serialization=False)  # legacy format
     argv = ["--clip", str(tmp_path / "so.pt"), "--llm", str(llm), "--output", str(tmp_path / "cli"), "--dtype", "bfloat16"]
     assert convert_llm2clip_main(argv) == 0
     assert "text features:  max |diff|" in capsys.readouterr().out

@@ -90,8 +90,11 @@ def _peek_keys(path: Path) -> list[str]:
             return list(handle.keys())
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not ours to judge here; the converter that reads it fully says what is wrong
-        return []
+    except Exception:  # noqa: BLE001 - a legacy (non-zip) file cannot be memory-mapped: read it whole
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - not ours to judge here; the converter that reads it says what is wrong
+            return []
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
