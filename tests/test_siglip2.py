@@ -181,4 +181,7 @@ def test_refusals_leave_nothing_behind(tmp_path, release):
     (bad_lora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     with pytest.raises(CheckpointError, match="only plain LoRA adapters are supported.*use_dora"):
         convert_llm2clip_siglip2(tmp_path / "good.pt", llm, out, lora=bad_lora)
+    (bad_lora / "config.json").write_text("{}")  # an adapter next to a model config, llm2vec's same-folder layout
+    with pytest.raises(CheckpointError, match="holds a PEFT adapter_config.json"):
+        convert_llm2clip(tmp_path / "good.pt", bad_lora, out)
     assert not out.exists() and not list(tmp_path.glob(".out*"))

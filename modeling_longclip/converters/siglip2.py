@@ -306,8 +306,8 @@ def find_lora(llm_folder: Path, lora: str | Path | None) -> Path | None:
         if not (path / "adapter_config.json").is_file():
             raise CheckpointError(f"{path}: no adapter_config.json (not a PEFT adapter folder).")
         return path
-    if (llm_folder / "adapter_config.json").is_file() and not (llm_folder / "config.json").is_file():
-        raise CheckpointError(f"{llm_folder} is a PEFT adapter, not a model: give the base model folder (adapter in a subfolder).")
+    if (llm_folder / "adapter_config.json").is_file():  # llm2vec's same-folder case: transformers would apply it itself
+        raise CheckpointError(f"{llm_folder} holds a PEFT adapter_config.json: give the base model folder with the adapter in a subfolder.")
     found = sorted(p.parent for p in llm_folder.glob("*/adapter_config.json"))
     if len(found) > 1:
         raise CheckpointError(f"{llm_folder}: several PEFT adapters {[p.name for p in found]}; keep one.")
@@ -415,12 +415,12 @@ def verify_siglip2(model, processor, reference_llm: dict, tower: TextTower, weig
 
 def _text_tower(llm, weights: dict, file: Path, lora) -> tuple[TextTower, dict, list[str]]:
     """The text tower to write, the weights the reference runs on, and what was done, in words."""
-    tower = load_text_tower(llm)
     inner = {k[len(LLM_PREFIX) :]: v for k, v in weights.items() if k.startswith(LLM_PREFIX)}
+    adapter = None if inner else find_lora(resolve_source(llm, "--llm"), lora)
+    tower = load_text_tower(llm)
     if inner:  # the file kept LLM2Vec's (already merged) model: that is what the release ran
         tower = TextTower(tower.config, inner, tower.tokenizer, f"{file.name} ({LLM_PREFIX}*)")
         return tower, inner, [f"text tower: the merged LLM stored in {file.name} under `{LLM_PREFIX}`; config and tokenizer from {llm}"]
-    adapter = find_lora(resolve_source(llm, "--llm"), lora)
     if adapter is None:
         return tower, tower.state_dict, [f"text tower: {llm} as is (no PEFT adapter found next to it)"]
     reference = reference_lora_merge(tower.state_dict, adapter)
