@@ -56,6 +56,8 @@ def test_converted_folder_matches_the_references(release):
     root, llm, weights, parity = release
     assert parity.text_max_abs_diff <= 1e-5 and parity.image_max_abs_diff <= 1e-5
     assert any("logit_bias = -10.0000 not kept" in line for line in parity.lines())
+    card = (root / "out" / "README.md").read_text()
+    assert "SigLIP2 image tower" in card and "logit_bias = -10.0000 not kept" in card and "{{" not in card
     config = json.loads((root / "out" / "config.json").read_text())
     assert config["vision_tower"] == "siglip2" and config["use_visual_projection"] is False
     assert config["adapter_normalize_input"] is False and config["projection_dim"] == TINY_SIGLIP.width

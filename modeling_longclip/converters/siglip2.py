@@ -487,7 +487,7 @@ def convert_llm2clip_siglip2(
                             "so rankings and the zero-shot softmax do not change (sigmoid probabilities would need it)")  # fmt: skip
     vision = (f"SigLIP ViT (timm `vit_so400m`-style, MAP head, no projection), width {shape.width}, {shape.layers} layers, "
               f"{shape.heads} heads, patch {shape.patch_size}, {shape.image_size} px")  # fmt: skip
-    card = dual_tower_card("llm2clip", f"`{file.name}` + `{llm}`", model, tower, vision, dtype, parity)
+    card = dual_tower_card("llm2clip_siglip2", f"`{file.name}` + `{llm}`", model, tower, vision, dtype, parity)
     write_model_folder(model, processor, output, card, dtype=dtype, overwrite=overwrite)
     return parity
 
