@@ -102,12 +102,13 @@ def test_pixels_equal_the_squash_resize(release, mode):
 def test_lora_merge_matches_the_formula_and_changes_the_weights(release):
     _, llm, _, _ = release
     tower = load_text_tower(llm)
-    merged = merge_lora_with_peft(tower, llm / "llm2clip-lora")
+    base = {k: v.clone() for k, v in tower.state_dict.items()}
     reference = reference_lora_merge(tower.state_dict, llm / "llm2clip-lora")
-    assert set(merged.state_dict) == set(tower.state_dict)
+    merged = merge_lora_with_peft(tower, llm / "llm2clip-lora")  # merges tower's tensors in place
+    assert set(merged.state_dict) == set(base)
     for name, value in merged.state_dict.items():
         torch.testing.assert_close(value, reference[name], rtol=1e-5, atol=1e-6, msg=name)
-    changed = [n for n in tower.state_dict if not torch.equal(tower.state_dict[n], merged.state_dict[n])]
+    changed = [n for n in base if not torch.equal(base[n], merged.state_dict[n])]
     assert len(changed) == 7 * 2 and all(n.endswith("proj.weight") for n in changed)  # 7 projections x 2 layers
 
 

@@ -357,21 +357,25 @@ def reference_lora_merge(state_dict: dict, adapter: Path) -> dict:
     """W + (alpha / r) B A (alpha / sqrt(r) with rsLoRA; transposed for fan_in_fan_out): LoRA's merge formula."""
     config = lora_config(adapter)
     scale = config["lora_alpha"] / (math.sqrt(config["r"]) if config.get("use_rslora") else config["r"])
-    merged = {k: v.float().clone() for k, v in state_dict.items()}
+    merged = {k: v.float() for k, v in state_dict.items()}  # untouched tensors shared, merged ones new
     for name, (a, b) in lora_tensors(adapter, state_dict).items():
         delta = scale * (b @ a)
-        merged[name] += delta.t() if config.get("fan_in_fan_out") else delta
+        merged[name] = merged[name] + (delta.t() if config.get("fan_in_fan_out") else delta)
     return merged
 
 
 def merge_lora_with_peft(tower: TextTower, adapter: Path) -> TextTower:
-    """The LoRA merged into the text tower by peft (`PeftModel.from_pretrained(...).merge_and_unload()`), in fp32."""
+    """The LoRA merged into the text tower by peft (`PeftModel.from_pretrained(...).merge_and_unload()`), in fp32.
+
+    The model is built on the meta device around `tower`'s own tensors, so an 8B tower is not copied: those tensors
+    are merged in place (the tower passed in is consumed)."""
     from peft import PeftModel
 
     lora_config(adapter)
     lora_tensors(adapter, tower.state_dict)  # every target must exist: peft would only warn about mismatches
-    model = AutoModel.from_config(tower.config)
-    model.load_state_dict(tower.state_dict)
+    with torch.device("meta"):
+        model = AutoModel.from_config(tower.config)
+    model.load_state_dict(tower.state_dict, strict=True, assign=True)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     return TextTower(tower.config, merged.state_dict(), tower.tokenizer, f"{tower.source} + LoRA {adapter}")
 
