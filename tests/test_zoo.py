@@ -202,6 +202,19 @@ def test_missing_offline_and_downloads_online(tmp_path, monkeypatch, capsys):
     assert [(r.name, r.status) for r in rows] == [("longclip-l14", "missing"), ("longclip-b32", "converted")]
     assert "downloading it failed (OSError: connection refused)" in rows[0].detail
 
+    snapshots = []
+
+    def fake_snapshot(repo, local_dir, allow_patterns):
+        snapshots.append((repo, tuple(allow_patterns)))
+        (tiny_llm_folder if "Llama" in repo else write_llm2clip_clip_part)(local_dir)
+        return str(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    [row] = run_zoo(tmp_path / "dl", tmp_path / "o3", only=["llm2clip-openai-b16"], allow_any_shape=True, online=True)
+    assert row.status == "converted", row.detail
+    assert snapshots == [("microsoft/LLM2CLIP-Openai-B-16", ("*.json", "*.safetensors")),
+                         ("microsoft/LLM2CLIP-Llama-3-8B-Instruct-CC-Finetuned", ("*.json", "*.safetensors", "tokenizer*", "*.model"))]  # fmt: skip
+
 
 def test_siglip2_entry_needs_its_lora(zoo, tmp_path):
     root, manifest, _, _ = zoo
