@@ -45,6 +45,8 @@ class LLM2CLIPConfig(PreTrainedConfig):
     logit_scale_init_value (`float`, defaults to ln 100).
     pooling_dtype (`str`, defaults to "model"): the dtype the pooled mean is computed in: "model" (the text model's
         output dtype, as llm2vec does: bf16 in the released recipe) or "float32"; the result is float32 either way.
+    adapter_normalize_input (`bool`, defaults to True): L2-normalize the pooled text embedding before the adapter, as
+        every release does except LLM2CLIP's SigLIP2 one (its text path calls the adapter with `l2_norm=False`).
     """
 
     model_type = "llm2clip"
@@ -63,6 +65,7 @@ class LLM2CLIPConfig(PreTrainedConfig):
     logit_scale_init_value: float = 4.6052
     initializer_range: float = 0.02
     pooling_dtype: str = "model"
+    adapter_normalize_input: bool = True
 
     default_auto_map = LLM2CLIP_AUTO_MAP
 

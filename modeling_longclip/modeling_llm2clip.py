@@ -43,15 +43,17 @@ class ResidualMLPBlock(nn.Module):
 
 
 class TextAdapter(nn.Module):
-    """The LLM2CLIP adapter: L2-normalize, residual MLP blocks, LayerNorm, Linear (keys `adaptor.{i}.*`)."""
+    """The LLM2CLIP adapter: L2-normalize (unless `normalize_input` is False, as LLM2CLIP's SigLIP2 release calls it),
+    residual MLP blocks, LayerNorm, Linear (keys `adaptor.{i}.*`)."""
 
-    def __init__(self, dim: int, output_dim: int, blocks: int, expansion: int):
+    def __init__(self, dim: int, output_dim: int, blocks: int, expansion: int, normalize_input: bool = True):
         super().__init__()
         layers = [ResidualMLPBlock(dim, expansion) for _ in range(blocks)]
         self.adaptor = nn.Sequential(*layers, nn.LayerNorm(dim), nn.Linear(dim, output_dim))
+        self.normalize_input = normalize_input
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.adaptor(F.normalize(pooled, dim=-1))
+        return self.adaptor(F.normalize(pooled, dim=-1) if self.normalize_input else pooled)
 
 
 def make_bidirectional(model: nn.Module) -> nn.Module:
@@ -130,7 +132,8 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
             self.visual_projection = nn.Identity()
         self.text_model = make_bidirectional(AutoModel.from_config(config.text_config))
         self.text_adapter = TextAdapter(
-            config.text_config.hidden_size, config.projection_dim, config.adapter_blocks, config.adapter_expansion
+            config.text_config.hidden_size, config.projection_dim, config.adapter_blocks, config.adapter_expansion,
+            config.adapter_normalize_input,
         )
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         self.post_init()

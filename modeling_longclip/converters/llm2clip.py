@@ -211,6 +211,10 @@ def convert_llm2clip(
 ) -> DualTowerParity:
     """Released LLM2CLIP CLIP part (model_type "clip": vision_model.*, visual_projection.weight,
     text_adapter.adaptor.*, logit_scale) + LLM folder -> one verified LLM2CLIP folder."""
+    from .siglip2 import convert_llm2clip_siglip2, is_siglip2_source
+
+    if is_siglip2_source(clip):  # the SigLIP2 release is an eva_clip CustomCLIP file with a timm tower
+        return convert_llm2clip_siglip2(clip, llm, output, dtype=dtype, external_llm=external_llm, overwrite=overwrite)
     ensure_writable(output, overwrite)
     clip_folder = resolve_source(clip, "--clip")
     weights = {k: v.float() for k, v in load_weights_folder(clip_folder).items() if not k.endswith("position_ids")}
