@@ -16,18 +16,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from llm_fixtures import tiny_llama3_tokenizer, tiny_llama_config, tiny_llm2clip_config, tiny_llm_folder
-from modeling_longclip import LLM2CLIPModel, LongCLIPModel, ProCLIPModel
-from modeling_longclip.converters.llm2clip import convert_llm2clip
-from modeling_longclip.converters.longclip import convert_longclip
-from modeling_longclip.converters.proclip import convert_proclip
-from modeling_longclip.converters.synthetic import random_openai_clip_state_dict, random_proclip_state_dict
-from test_llm2clip import write_released_clip_part
+from family_folders import FAMILIES, convert_families, reference_model
 
 st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed (CI's test extra has it)")
 
-# The remote-code folder, the stock CLIPModel folder of the same weights, the two dual-tower families.
-CONVERTED = {"longclip": LongCLIPModel, "clip": LongCLIPModel, "llm2clip": LLM2CLIPModel, "proclip": ProCLIPModel}
 TEXT_LENGTH = {"longclip": 248, "clip": 248, "llm2clip": 512, "proclip": 512}
 HARBOUR = "a wide photograph of a busy harbour at dawn with fishing boats, gulls and a lighthouse on the rocks. " * 5
 TEXTS = ["a red car parked next to a green tree", "two dogs run across the beach", HARBOUR + "The van is blue."]
@@ -35,23 +27,7 @@ TEXTS = ["a red car parked next to a green tree", "two dogs run across the beach
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("st")
-    torch.save(random_openai_clip_state_dict(seed=3), root / "longclip.pt")
-    convert_longclip(root / "longclip.pt", root / "longclip")
-    convert_longclip(root / "longclip.pt", root / "clip", output_format="clip")
-    llm = tiny_llm_folder(root / "llm")
-    torch.manual_seed(1)
-    write_released_clip_part(root / "released", LLM2CLIPModel(tiny_llm2clip_config(tiny_llama_config(len(tiny_llama3_tokenizer())))))
-    convert_llm2clip(root / "released", llm, root / "llm2clip")
-    torch.save(random_proclip_state_dict(seed=2), root / "proclip.pt")
-    convert_proclip(root / "proclip.pt", llm, root / "proclip")
-    return root
-
-
-def reference(folders, family: str):
-    """The model the folder holds, as this package loads it (the stock CLIP folder holds the Long-CLIP weights)."""
-    source = "longclip" if family == "clip" else family
-    return CONVERTED[family].from_pretrained(folders / source).eval()
+    return convert_families(tmp_path_factory.mktemp("st"))
 
 
 def images():
@@ -63,7 +39,7 @@ def load(folder):
     return st.SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
 
 
-@pytest.mark.parametrize("family", CONVERTED)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_converted_folder_is_a_sentence_transformers_model(folders, family):
     folder = folders / family
     modules = json.loads((folder / "modules.json").read_text())
@@ -75,15 +51,15 @@ def test_converted_folder_is_a_sentence_transformers_model(folders, family):
         "image": {"method": "get_image_features", "method_output_name": "pooler_output"},
     }
     assert model.max_seq_length == TEXT_LENGTH[family]
-    assert model.get_embedding_dimension() in (None, reference(folders, family).config.projection_dim)
+    assert model.get_embedding_dimension() in (None, reference_model(folders, family).config.projection_dim)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Long-CLIP's truncation warning for the longest caption
-@pytest.mark.parametrize("family", CONVERTED)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_texts_encode_like_encode_text(folders, family):
     model = load(folders / family)
     embeddings = model.encode(TEXTS, convert_to_tensor=True)
-    expected = reference(folders, family).encode_text(TEXTS)
+    expected = reference_model(folders, family).encode_text(TEXTS)
     torch.testing.assert_close(embeddings, expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(len(TEXTS)))
     # past token 77 still counts: two captions that differ only at their end differ in embedding
@@ -91,20 +67,20 @@ def test_texts_encode_like_encode_text(folders, family):
     assert (tail[0] - tail[1]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("family", CONVERTED)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_images_encode_like_encode_image(folders, family):
     """Needs processors that accept transformers 5's grouped kwargs (text_kwargs / images_kwargs / common_kwargs)."""
     model = load(folders / family)
     pictures = images()
     embeddings = model.encode(pictures, convert_to_tensor=True)
-    torch.testing.assert_close(embeddings, reference(folders, family).encode_image(pictures), atol=1e-6, rtol=0)
+    torch.testing.assert_close(embeddings, reference_model(folders, family).encode_image(pictures), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("family", ["longclip", "llm2clip", "proclip"])
 def test_folder_without_sentence_transformers_files(folders, family, tmp_path):
     """What the trainers write (save_pretrained only): the forward's CLIPOutput annotation leads to the feature
     methods; the embeddings are the model's, un-normalized (no Normalize module without modules.json)."""
-    source = reference(folders, family)
+    source = reference_model(folders, family)
     source.save_pretrained(tmp_path / "trained")
     for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
         (tmp_path / "trained" / name).write_bytes((folders / family / name).read_bytes())
