@@ -128,8 +128,17 @@ class EmbeddingMixin:
         for start in range(0, len(images), batch_size):
             inputs = processor(images=images[start : start + batch_size], return_tensors="pt")
             pixel_values = inputs["pixel_values"].to(self.device, self.dtype)
-            chunks.append(F.normalize(pooled_features(self.get_image_features(pixel_values=pixel_values, return_dict=True)).float(), dim=-1))
+            features = pooled_features(self.get_image_features(pixel_values=pixel_values, return_dict=True))
+            chunks.append(F.normalize(features.float(), dim=-1))
         return torch.cat(chunks)
 
 
-__all__ = ["EmbeddingMixin", "length_order", "order_by_length", "pool_text_windows", "pooled_features", "resolve_return_dict", "scaled_similarity"]
+__all__ = [
+    "EmbeddingMixin",
+    "length_order",
+    "order_by_length",
+    "pool_text_windows",
+    "pooled_features",
+    "resolve_return_dict",
+    "scaled_similarity",
+]

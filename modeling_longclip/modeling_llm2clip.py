@@ -219,8 +219,12 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         `CLIPModel`; `return_dict=False` gives the output's `to_tuple()`, tower outputs as nested tuples.
         """
         vision_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True, **kwargs)
-        text_outputs = self.get_text_features(input_ids, attention_mask, pooling_mask, text_embeds, return_dict=True, **kwargs)
-        image, text, logits_per_text = scaled_similarity(vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale)
+        text_outputs = self.get_text_features(
+            input_ids, attention_mask, pooling_mask, text_embeds, return_dict=True, **kwargs
+        )
+        image, text, logits_per_text = scaled_similarity(
+            vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale
+        )
         output = DualTowerOutput(
             loss=contrastive_loss(image, text, self.logit_scale.exp()) if return_loss else None,
             logits_per_image=logits_per_text.t(),

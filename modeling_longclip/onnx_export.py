@@ -142,16 +142,20 @@ def export_onnx(folder: str | Path, overwrite: bool = False) -> list[GraphCheck]
     trace_text = _text_batch(processor, TRACE_TEXTS)
     names = tuple(trace_text)
     text, image = TextFeatures(model, names), ImageFeatures(model)
+    text_batches = [_text_batch(processor, texts, names) for texts in CHECK_TEXTS]
+    image_batches = [{"pixel_values": _image_batch(processor, n, seed=n)} for n in (3, 1)]
     with atomic_folder(output, overwrite) as staging:
-        _export(text, tuple(trace_text.values()), staging / "text_model.onnx", names, "text_features", sequence=True)
-        _export(image, (_image_batch(processor, 2, seed=0),), staging / "vision_model.onnx", ("pixel_values",), "image_features", sequence=False)
+        text_path, vision_path = staging / "text_model.onnx", staging / "vision_model.onnx"
+        _export(text, tuple(trace_text.values()), text_path, names, "text_features", sequence=True)
+        _export(image, (_image_batch(processor, 2, seed=0),), vision_path, ("pixel_values",), "image_features", sequence=False)
         checks = [
-            _check(staging / "text_model.onnx", text, [_text_batch(processor, t, names) for t in CHECK_TEXTS], "text_model.onnx", "text_features"),
-            _check(staging / "vision_model.onnx", image, [{"pixel_values": _image_batch(processor, n, seed=n)} for n in (3, 1)], "vision_model.onnx", "image_features"),
-        ]  # fmt: skip
+            _check(text_path, text, text_batches, "text_model.onnx", "text_features"),
+            _check(vision_path, image, image_batches, "vision_model.onnx", "image_features"),
+        ]
         failed = [c for c in checks if not c.max_abs_diff <= c.tolerance]
         if failed:
-            raise ExportError("onnxruntime disagrees with PyTorch, nothing written: " + "; ".join(c.line() for c in failed))
+            lines = "; ".join(c.line() for c in failed)
+            raise ExportError(f"onnxruntime disagrees with PyTorch, nothing written: {lines}")
     return checks
 
 
