@@ -10,18 +10,16 @@ ProCLIP (modeling_proclip.py) is the same model with CLIP's own projection and o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, CLIPVisionModel, PreTrainedConfig, PreTrainedModel, SiglipVisionModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput
+from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
-from .embedding import EmbeddingMixin
+from .embedding import EmbeddingMixin, resolve_return_dict, scaled_similarity
 
 
 # The image tower class for each `config.vision_tower`; each returns a pooled ModelOutput like CLIPVisionModel.
@@ -96,15 +94,9 @@ def pool_hidden_states(
     return torch.stack(rows).float()
 
 
-@dataclass
-class DualTowerOutput(ModelOutput):
-    """Like `CLIPOutput`: the zero-shot pipeline reads `logits_per_image`."""
-
-    loss: torch.FloatTensor | None = None
-    logits_per_image: torch.FloatTensor | None = None
-    logits_per_text: torch.FloatTensor | None = None
-    text_embeds: torch.FloatTensor | None = None
-    image_embeds: torch.FloatTensor | None = None
+class DualTowerOutput(CLIPOutput):
+    """`CLIPOutput` under the name the LLM2CLIP / ProCLIP forward returns: `text_model_output` is the LLM tower's
+    output (projected features as `pooler_output`), None when the forward started from `text_embeds`."""
 
 
 class LLM2CLIPPreTrainedModel(PreTrainedModel):
@@ -203,21 +195,40 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pooling_mask: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
-        """Projected text features (`pooler_output`) from tokens, or from precomputed pooled LLM `text_embeds`."""
+        """Projected text features (`pooler_output`) from tokens, or from precomputed pooled LLM `text_embeds`.
+
+        From tokens, `last_hidden_state` / `hidden_states` / `attentions` are the LLM's (the last two when asked
+        with `output_hidden_states` / `output_attentions`); from `text_embeds` there is no tower output, only
+        `pooler_output`.
+        """
+        llm = None
         if text_embeds is None:
             if input_ids is None:
                 raise ValueError("get_text_features needs input_ids (with attention_mask / pooling_mask) or text_embeds.")
-            text_embeds = self.encode_llm(input_ids, attention_mask, pooling_mask)
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            llm = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+            mask = attention_mask if pooling_mask is None else pooling_mask
+            text_embeds = pool_hidden_states(llm.last_hidden_state, mask, self.config.pooling)
         output_layer = self.text_adapter.adaptor[-1].weight
-        features = self.text_adapter(text_embeds.to(output_layer.device, output_layer.dtype))
-        return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=features)
+        text_outputs = BaseModelOutputWithPooling(
+            last_hidden_state=None if llm is None else llm.last_hidden_state,
+            pooler_output=self.text_adapter(text_embeds.to(output_layer.device, output_layer.dtype)),
+            hidden_states=None if llm is None else llm.get("hidden_states"),
+            attentions=None if llm is None else llm.get("attentions"),
+        )
+        return text_outputs if resolve_return_dict(self.config, return_dict) else text_outputs.to_tuple()
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
-        outputs = self.vision_model(pixel_values=pixel_values, **kwargs)
+    def get_image_features(
+        self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """The image tower's output with the projected features as `pooler_output` (like `CLIPModel`)."""
+        outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
         outputs.pooler_output = self.visual_projection(outputs.pooler_output)
-        return outputs
+        return outputs if resolve_return_dict(self.config, return_dict) else outputs.to_tuple()
 
     def forward(
         self,
@@ -227,17 +238,31 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         pooling_mask: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
         return_loss: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> DualTowerOutput:
-        """Logits between images and texts; with `return_loss=True`, symmetric InfoNCE over the global batch."""
-        image = self.get_image_features(pixel_values=pixel_values).pooler_output
-        text = self.get_text_features(input_ids, attention_mask, pooling_mask, text_embeds).pooler_output
-        image = image / image.norm(dim=-1, keepdim=True)
-        text = text / text.norm(dim=-1, keepdim=True)
-        scale = self.logit_scale.exp()
-        logits_per_text = scale * text @ image.t().to(text.device)
-        loss = contrastive_loss(image, text, scale) if return_loss else None
-        return DualTowerOutput(loss, logits_per_text.t(), logits_per_text, text, image)
+        """Logits between images and texts; with `return_loss=True`, symmetric InfoNCE over the global batch.
+
+        Extra keyword arguments (`output_hidden_states`, `output_attentions`, ...) reach both towers, as in
+        `CLIPModel`; `return_dict=False` gives the output's `to_tuple()`, tower outputs as nested tuples.
+        """
+        vision_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True, **kwargs)
+        text_outputs = self.get_text_features(
+            input_ids, attention_mask, pooling_mask, text_embeds, return_dict=True, **kwargs
+        )
+        image, text, logits_per_text = scaled_similarity(
+            vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale
+        )
+        output = DualTowerOutput(
+            loss=contrastive_loss(image, text, self.logit_scale.exp()) if return_loss else None,
+            logits_per_image=logits_per_text.t(),
+            logits_per_text=logits_per_text,
+            text_embeds=text,
+            image_embeds=image,
+            text_model_output=text_outputs if text_embeds is None else None,
+            vision_model_output=vision_outputs,
+        )
+        return output if resolve_return_dict(self.config, return_dict) else output.to_tuple()
 
 
 __all__ = ["LLM2CLIPModel", "LLM2CLIPPreTrainedModel", "TextAdapter", "make_bidirectional", "pool_hidden_states"]
