@@ -171,23 +171,37 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
 
     # -- features ----------------------------------------------------------------------------------------------
 
-    def encode_llm(
+    def run_text_model(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         pooling_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Pooled, un-normalized text-model embeddings, returned in fp32: what the feature cache stores. Pooled in
-        the text model's output dtype (llm2vec's bf16 recipe), or in fp32 with `config.pooling_dtype="float32"`."""
+        **kwargs,
+    ):
+        """The text model's output and its pooled, un-normalized embedding (fp32). Pooled in the text model's output
+        dtype (llm2vec's bf16 recipe), or in fp32 with `config.pooling_dtype="float32"`."""
         pooling_dtypes = {"model": None, "float32": torch.float32}
         choice = getattr(self.config, "pooling_dtype", "model")
         if choice not in pooling_dtypes:
             raise ValueError(f"config.pooling_dtype must be one of {tuple(pooling_dtypes)}, got {choice!r}.")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask if pooling_mask is None else pooling_mask
-        return pool_hidden_states(hidden, mask, self.config.pooling, pooling_dtypes[choice])
+        mask = bidirectional_attention_mask(self.text_model, attention_mask, self.text_model.dtype)
+        output = self.text_model(input_ids=input_ids, attention_mask=mask, return_dict=True, **kwargs)
+        pooled = pool_hidden_states(
+            output.last_hidden_state, attention_mask if pooling_mask is None else pooling_mask, self.config.pooling,
+            pooling_dtypes[choice],
+        )  # fmt: skip
+        return output, pooled
+
+    def encode_llm(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pooling_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pooled, un-normalized text-model embeddings in fp32: what the feature cache stores."""
+        return self.run_text_model(input_ids, attention_mask, pooling_mask)[1]
 
     def get_text_features(
         self,
@@ -208,11 +222,7 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         if text_embeds is None:
             if input_ids is None:
                 raise ValueError("get_text_features needs input_ids (with attention_mask / pooling_mask) or text_embeds.")
-            if attention_mask is None:
-                attention_mask = torch.ones_like(input_ids)
-            llm = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
-            mask = attention_mask if pooling_mask is None else pooling_mask
-            text_embeds = pool_hidden_states(llm.last_hidden_state, mask, self.config.pooling)
+            llm, text_embeds = self.run_text_model(input_ids, attention_mask, pooling_mask, **kwargs)
         output_layer = self.text_adapter.adaptor[-1].weight
         text_outputs = BaseModelOutputWithPooling(
             last_hidden_state=None if llm is None else llm.last_hidden_state,
