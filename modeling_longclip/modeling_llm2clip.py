@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, CLIPVisionModel, PreTrainedConfig, PreTrainedModel, SiglipVisionModel
+from transformers import AutoModel, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
 from .embedding import EmbeddingMixin
+from .transformers_compat import PreTrainedConfig, bidirectional_attention_mask, legacy_vision_key_mapping
 
 
 # The image tower class for each `config.vision_tower`; each returns a pooled ModelOutput like CLIPVisionModel.
@@ -127,6 +128,9 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
             hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
             kwargs["config"] = config
+        key_mapping = legacy_vision_key_mapping(VISION_TOWERS[config.vision_tower])
+        if key_mapping:
+            kwargs.setdefault("key_mapping", key_mapping)
         source = config.text_model_name_or_path
         if not source:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -166,7 +170,8 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         """Pooled, un-normalized text-model embeddings in fp32: what the feature cache stores."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = bidirectional_attention_mask(self.text_model, attention_mask, self.text_model.dtype)
+        hidden = self.text_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
         return pool_hidden_states(hidden, attention_mask if pooling_mask is None else pooling_mask, self.config.pooling)
 
     def get_text_features(

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from transformers import BatchFeature, ProcessorMixin
 
+from .transformers_compat import PortableProcessorMixin
+
 LLAMA3_TEXT_TEMPLATE = "<|start_header_id|>user<|end_header_id|>\n\n{caption}<|eot_id|>"
 POOLING_SCOPES = ("caption", "all")
 
 
-class LLM2CLIPProcessor(ProcessorMixin):
+class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
     r"""
     text_template (`str`): the caption's wrapper; "{caption}" marks where the caption goes.
     pooling_scope (`str`): "caption" pools the caption tokens and whatever the template puts after them (llm2vec);
