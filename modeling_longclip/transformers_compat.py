@@ -8,6 +8,7 @@ instead of 5.x dataclasses, processors name their sub-processor classes and read
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -29,36 +30,43 @@ def finish_post_init(parent, kwargs: dict) -> None:
         post_init(**kwargs)
 
 
+def _declared_fields(cls) -> dict:
+    """Annotated fields with defaults that this package's config classes declare (most derived class wins)."""
+    fields = {}
+    for klass in reversed(cls.__mro__):
+        if klass.__module__.rsplit(".", 1)[-1].startswith("configuration_") and not klass.__module__.startswith("transformers."):
+            for name in klass.__dict__.get("__annotations__", {}):
+                if not name.startswith("_") and name in klass.__dict__:
+                    fields[name] = klass.__dict__[name]
+    return fields
+
+
 def portable_config(cls):
     """Give a 5.x-style config class (annotated fields + `__post_init__`) the `__init__` transformers 4.x expects.
 
     On 5.x the class is returned unchanged. On 4.x the fields this package declares are taken from the keyword
     arguments (or their class defaults), the base `__init__` receives the rest (fields it declares itself, such as
-    CLIPConfig's `text_config`, go to it), then `__post_init__` runs as the dataclass would run it.
+    CLIPConfig's `text_config`, go to it), then `__post_init__` runs as the dataclass would run it. A subclass of a
+    class decorated so keeps the inherited `__init__`, which reads the fields of the instance's own class.
     """
-    if DATACLASS_CONFIGS:
+    if DATACLASS_CONFIGS or getattr(cls.__init__, "portable", False):
         return cls
     base_init = cls.__mro__[1].__init__
     base_parameters = set(inspect.signature(base_init).parameters)
-    own_fields = {}
-    for klass in reversed(cls.__mro__):
-        if klass.__module__.split(".")[-1].startswith("configuration_") and klass.__module__ != "transformers":
-            for name in klass.__dict__.get("__annotations__", {}):
-                if not name.startswith("_") and name in klass.__dict__:
-                    own_fields[name] = klass.__dict__[name]
 
     def __init__(self, **kwargs):
         values = {}
-        for name, default in own_fields.items():
+        for name, default in _declared_fields(type(self)).items():
             if name in base_parameters:
                 kwargs.setdefault(name, default)
             else:
-                values[name] = kwargs.pop(name, default)
+                values[name] = kwargs.pop(name, copy.deepcopy(default))
+        base_init(self, **kwargs)  # before our fields: 4.x's base walks the sub-configs and expects config objects
         for name, value in values.items():
             setattr(self, name, value)
-        base_init(self, **kwargs)
         self.__post_init__()
 
+    __init__.portable = True
     cls.__init__ = __init__
     return cls
 
