@@ -5,7 +5,9 @@ are wrapped and which tokens are pooled is the processor's business (processing_
 combined ("mean" or "last") is the model's.
 """
 
-from transformers import AutoConfig, CLIPVisionConfig, PreTrainedConfig, SiglipVisionConfig
+from transformers import AutoConfig, CLIPVisionConfig, SiglipVisionConfig
+
+from .transformers_compat import PreTrainedConfig, finish_post_init, portable_config, with_legacy_rope_fields
 
 POOLING_MODES = ("mean", "last")
 # The image towers a folder can hold, by `vision_tower`: the config class of `vision_config` for each.
@@ -29,6 +31,7 @@ def _as_config(value, default_type: str, fixed_class=None):
     return AutoConfig.for_model(value.pop("model_type", default_type), **value)
 
 
+@portable_config
 class LLM2CLIPConfig(PreTrainedConfig):
     r"""
     vision_tower (`str`, defaults to "clip"): which image tower `vision_config` describes: "clip" (OpenAI-CLIP ViT,
@@ -76,7 +79,7 @@ class LLM2CLIPConfig(PreTrainedConfig):
         self.vision_config = _as_config(self.vision_config, tower_config.model_type, tower_config)
         self.text_config = _as_config(self.text_config, "llama")
         self.auto_map = {**self.default_auto_map, **(getattr(self, "auto_map", None) or {})}
-        super().__post_init__(**kwargs)
+        finish_post_init(super(), kwargs)
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}.")
         if not self.use_visual_projection and self.vision_config.hidden_size != self.projection_dim:
@@ -86,6 +89,12 @@ class LLM2CLIPConfig(PreTrainedConfig):
             )
         if self.adapter_blocks < 0 or self.adapter_expansion < 1:
             raise ValueError(f"bad adapter shape: {self.adapter_blocks} blocks, expansion {self.adapter_expansion}.")
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        if isinstance(output.get("text_config"), dict):
+            output["text_config"] = with_legacy_rope_fields(output["text_config"])
+        return output
 
 
 __all__ = ["LLM2CLIPConfig", "VISION_TOWER_CONFIGS"]

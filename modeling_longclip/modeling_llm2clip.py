@@ -13,13 +13,14 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, CLIPVisionModel, PreTrainedConfig, PreTrainedModel, SiglipVisionModel
+from transformers import AutoModel, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
 from .embedding import EmbeddingMixin, resolve_return_dict, scaled_similarity
+from .transformers_compat import PreTrainedConfig, bidirectional_attention_mask, legacy_vision_key_mapping
 
 
 # The image tower class for each `config.vision_tower`; each returns a pooled ModelOutput like CLIPVisionModel.
@@ -141,6 +142,9 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
             hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
             kwargs["config"] = config
+        key_mapping = legacy_vision_key_mapping(VISION_TOWERS[config.vision_tower])
+        if key_mapping:
+            kwargs.setdefault("key_mapping", key_mapping)
         source = config.text_model_name_or_path
         if not source:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)

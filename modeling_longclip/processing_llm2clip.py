@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from transformers import BatchFeature, ProcessorMixin
 
+from .transformers_compat import PortableProcessorMixin
+
 LLAMA3_TEXT_TEMPLATE = "<|start_header_id|>user<|end_header_id|>\n\n{caption}<|eot_id|>"
 LLM2VEC_SEPARATOR = "!@#$%^&*()"  # llm2vec's instruction / text separator, removed before tokenization
 POOLING_SCOPES = ("caption", "all")
@@ -30,7 +32,7 @@ TEXT_OPTIONS = frozenset({"max_length", "doc_max_length", "padding", "truncation
 GROUPED_KWARGS = ("text_kwargs", "images_kwargs", "common_kwargs", "audio_kwargs", "videos_kwargs")
 
 
-class LLM2CLIPProcessor(ProcessorMixin):
+class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
     r"""
     text_template (`str`): the caption's wrapper; "{caption}" marks where the caption goes.
     pooling_scope (`str`): "caption" pools the caption tokens and whatever the template puts after them (llm2vec);

@@ -11,6 +11,8 @@ import warnings
 
 from transformers import BatchFeature, ProcessorMixin
 
+from .transformers_compat import PortableProcessorMixin
+
 LONG_TEXT_MODES = ("truncate", "window")
 
 
@@ -18,7 +20,7 @@ class LongTextTruncationWarning(UserWarning):
     """Some texts were longer than the model's context and lost their tail."""
 
 
-class LongCLIPProcessor(ProcessorMixin):
+class LongCLIPProcessor(PortableProcessorMixin, ProcessorMixin):
     r"""
     Wraps a CLIP image processor and a CLIP tokenizer (context length = `tokenizer.model_max_length`).
 
