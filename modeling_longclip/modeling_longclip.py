@@ -16,6 +16,7 @@ from transformers import CLIPConfig, CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_longclip import LongCLIPConfig
+from .transformers_compat import PreTrainedConfig  # noqa: F401  (4.x copies only directly imported files)
 from .contrastive import long_clip_loss
 from .embedding import EmbeddingMixin, pooled_features, resolve_return_dict, scaled_similarity
 
