@@ -82,6 +82,10 @@ def pool_hidden_states(
     if mode == "last":
         last = (positions * mask).argmax(dim=1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        # A traced or compiled graph cannot follow per-row slices: the masked mean, equal up to float rounding.
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * weights).sum(dim=1) / counts.clamp(min=1).unsqueeze(-1).to(hidden.dtype)).float()
     starts = torch.where(mask, positions, mask.shape[1]).amin(dim=1)
     ends = (torch.where(mask, positions, -1).amax(dim=1) + 1).clamp(min=0)
     rows = []
