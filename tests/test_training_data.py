@@ -817,3 +817,32 @@ def test_dataloader_all_broken_batch_in_second_worker_is_refilled(tiny_longclip,
     batches = list(loader)
     assert collator.skips.totals() == [1, 1, 0]
     assert all(b["pixel_values"].shape[0] >= 1 for b in batches)
+
+
+def test_cached_training_looks_up_the_exact_caption(tmp_path):
+    """llm2vec embeds leading whitespace, so the feature cache keys on the exact text: the collator must not strip."""
+
+    class RecordingCache:
+        def __init__(self):
+            self.asked = []
+
+        def get_texts(self, texts):
+            self.asked.extend(texts)
+            return torch.zeros(len(texts), 4)
+
+    image = Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8))
+    rows = [
+        {"image": image, "caption": "  Leading space. Then more\n"},
+        {"image": image, "caption": "Given short. Long part", "short_caption": " own short "},
+    ]
+    cache = RecordingCache()
+    from conftest import tiny_image_processor
+    from modeling_longclip import LongCLIPProcessor
+    from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
+
+    processor = LongCLIPProcessor(tiny_image_processor(), build_clip_tokenizer(248))
+    collator = ImageCaptionCollator(processor, short_captions="random", text_features=cache, seed=3)
+    for epoch in range(6):  # the random pick visits both captions of each row
+        collator.epoch = epoch
+        collator(rows)
+    assert set(cache.asked) == {"  Leading space. Then more\n", "Leading space", "Given short. Long part", " own short "}

@@ -147,8 +147,8 @@ class ImageCaptionCollator:
             tried += 1
             image, reason = load_row_image(row, self.image_root)
             if image is not None:
-                caption = row["caption"].strip()
-                self._last_good = ([image], [caption], [(row.get("short_caption") or "").strip() or short_caption_of(caption)])
+                caption = row["caption"]
+                self._last_good = ([image], [caption], [short_caption_for(row, caption)])
                 return
             if len(failures) < 3:
                 what = "" if reason == "empty_caption" else " " + describe_image(row.get("image"), self.image_root)
@@ -171,8 +171,8 @@ class ImageCaptionCollator:
                 if reason != "empty_caption":
                     self.skips.name(reason, describe_image(row.get("image"), self.image_root))
                 continue
-            caption = row["caption"].strip()
-            short = (row.get("short_caption") or "").strip() or short_caption_of(caption)
+            caption = row["caption"]
+            short = short_caption_for(row, caption)
             images.append(image)
             captions.append(caption)
             shorts.append(short)
@@ -202,16 +202,27 @@ class ImageCaptionCollator:
         return batch
 
 
+def short_caption_for(row: dict, caption: str, columns: tuple[str, ...] = ("short_caption",)) -> str:
+    """The row's own short (or positive) caption as given, else the derived one (from the stripped caption, as the
+    feature cache derives it). Captions are never stripped here: llm2vec embeds leading whitespace, so the cache
+    keys on the exact text and training must look up the same text."""
+    for column in columns:
+        value = row.get(column) or ""
+        if value.strip():
+            return value
+    return short_caption_of(caption.strip())
+
+
 def _texts_of(rows: list[dict]) -> tuple[list[str], list[str], int]:
     """(captions, short or positive captions, number of rows skipped for an empty caption)."""
     captions, partners, empty = [], [], 0
     for row in rows:
-        caption = (row.get("caption") or "").strip()
-        if not caption:
+        caption = row.get("caption") or ""
+        if not caption.strip():
             empty += 1
             continue
         captions.append(caption)
-        partners.append((row.get("positive") or row.get("short_caption") or "").strip() or short_caption_of(caption))
+        partners.append(short_caption_for(row, caption, columns=("positive", "short_caption")))
     if not captions:
         raise ValueError("a batch without any non-empty caption; check the caption column.")
     return captions, partners, empty
