@@ -205,6 +205,7 @@ def test_proclip_stage2_teacher_checkpoints_resume_and_export(tmp_path, folders)
     a, b = load_file(whole / "checkpoint-6" / "model.safetensors"), load_file(resumed / "checkpoint-6" / "model.safetensors")
     for key in teacher_keys:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)  # same teacher state after resuming
+    assert {"modules.json", "sentence_bert_config.json", "README.md"} <= {p.name for p in whole.iterdir()}
     student = ProCLIPModel.from_pretrained(whole)
     teacher_patch = a["teacher.vision_model.embeddings.patch_embedding.weight"]
     assert not torch.equal(teacher_patch, student.vision_model.embeddings.patch_embedding.weight.detach())  # EMA lags
@@ -224,7 +225,7 @@ def test_stage2_and_distillation_read_the_feature_cache(tmp_path, folders, monke
     def no_llm(*args, **kwargs):
         raise AssertionError("the text model ran although cached features were given")
 
-    monkeypatch.setattr(LLM2CLIPModel, "encode_llm", no_llm)
+    monkeypatch.setattr(LLM2CLIPModel, "run_text_model", no_llm)
     out = tmp_path / "s2"
     argv = ["--stage", "2", *_args(root / "llm2clip", data, out, "--max_steps", "8", "--learning_rate", "1e-3", "--text_features", str(cache))]
     assert llm2clip_main(argv) == 0

@@ -78,7 +78,8 @@ def test_end_to_end_loss_goes_down_and_output_is_hub_ready(tmp_path, base_folder
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
     for folder in (out, out / "checkpoint-6"):
         assert (folder / "README.md").read_text().startswith("---")
-        assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "modeling_longclip.py"} <= {p.name for p in folder.iterdir()}
+        assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "modeling_longclip.py",
+                "modules.json", "sentence_bert_config.json", "1_Normalize"} <= {p.name for p in folder.iterdir()}  # fmt: skip
     result = load_in_clean_process(out, ["a golden toned photograph of the coffee"])
     assert result["model_class"] == "LongCLIPModel" and result["leaked_modules"] == []
     model = LongCLIPModel.from_pretrained(out)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from transformers import AutoModel, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
-from ..converters.export import render_model_card
+from ..converters.export import render_model_card, write_sentence_transformers_files
 from ..hub import validate_model_folder
 from ..modeling_llm2clip import LLM2CLIPModel
 from ..modeling_proclip import ProCLIPModel
@@ -196,6 +196,7 @@ def _export(family: str, stage: str, trainable, processor, args: DualTowerArgume
         weight_decay=training_args.weight_decay,
     )
     (output / "README.md").write_text(card, encoding="utf-8")
+    write_sentence_transformers_files(output, model, processor)
     validate_model_folder(output)
 
 

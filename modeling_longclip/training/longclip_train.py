@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import CLIPModel, CLIPProcessor, HfArgumentParser, TrainingArguments, set_seed
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from ..converters.export import render_model_card
+from ..converters.export import render_model_card, write_sentence_transformers_files
 from ..hub import validate_model_folder
 from ..modeling_longclip import LongCLIPModel
 from ..processing_longclip import LongCLIPProcessor
@@ -206,6 +206,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     trainer.save_metrics("train", result.metrics)
     if trainer.is_world_process_zero():
         (Path(training_args.output_dir) / "README.md").write_text(render_card(trainer.state.global_step), encoding="utf-8")
+        write_sentence_transformers_files(training_args.output_dir, trainer.model, processor)
         validate_model_folder(training_args.output_dir)
     finish_distributed(trainer)
     return trainer, result

@@ -24,6 +24,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
 
 from ..modeling_longclip import PartiallyFrozenEmbedding
+from ..converters.export import write_sentence_transformers_files
 from .collator import SKIP_REASONS
 
 logger = logging.getLogger(__name__)
@@ -145,16 +146,19 @@ def finish_distributed(trainer) -> None:
 
 
 class ModelCardCallback(TrainerCallback):
-    """Writes README.md into every checkpoint folder (and the caller writes it into the final folder)."""
+    """Writes README.md and the sentence-transformers files into every checkpoint folder (the caller writes them
+    into the final folder), so each checkpoint is a complete, Hub-ready model folder."""
 
     def __init__(self, render_card):
         self.render_card = render_card
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 (folder / "README.md").write_text(self.render_card(state.global_step), encoding="utf-8")
+                if model is not None and processing_class is not None:
+                    write_sentence_transformers_files(folder, _unwrapped(model), processing_class)
 
 
 def _unwrapped(model):
