@@ -1,7 +1,11 @@
 """The embedded demos: the conversion round trip, and (reduced) what 248 tokens buy on synthetic scenes."""
 
 import json
+import os
+import subprocess
+import sys
 import random
+from pathlib import Path
 
 from modeling_longclip import conversion_demo
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
@@ -15,6 +19,21 @@ def test_conversion_demo_round_trip(tmp_path, monkeypatch, capsys):
     assert result["remote_diff"] <= 1e-6
     assert result["similarity"].shape == (3, 3)
     assert "cosine similarity" in capsys.readouterr().out
+
+
+def test_conversion_demo_as_the_readme_runs_it(tmp_path):
+    """`python -m modeling_longclip.conversion_demo` with no arguments, from a fresh folder: the default output folder
+    is relative, and the clean-process load (run in a temporary cwd) must still find it."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        [sys.executable, "-m", "modeling_longclip.conversion_demo"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder = (tmp_path / "demo_output" / "conversion" / "longclip-demo-hf").resolve()
+    assert f"converted it into {folder}" in run.stdout and "loaded it in a fresh process" in run.stdout
+    assert (folder / "config.json").is_file()
 
 
 def test_scene_groups_differ_only_past_token_77():
