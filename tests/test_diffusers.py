@@ -123,6 +123,11 @@ def test_stretch_writes_a_folder_diffusers_loads(tmp_path, sd_folder, capsys):
     assert a.shape == (248, 64) and not torch.allclose(a, b)
     assert torch.allclose(a[:20], embeds(short, PROMPTS[:1])[0][:20], atol=1e-6)  # kept rows: same states
 
+    original = stretch_text_encoder(pipeline / "text_encoder", tmp_path / "orig" / "text_encoder",
+                                    tokenizer=pipeline / "tokenizer", pad_token="!")  # fmt: skip
+    padded = CLIPTokenizer.from_pretrained(original.tokenizer_output)(["a cat"], padding="max_length")["input_ids"][0]
+    assert original.tokenizer_output == tmp_path / "orig" / "tokenizer" and padded[4:] == [0] * 244  # id 0, as the original
+
     assert stretch_main([str(pipeline / "text_encoder"), str(out / "text_encoder")]) == 2  # exists: refused
     assert "already exists" in capsys.readouterr().err
     assert stretch_main([str(pipeline / "unet"), str(tmp_path / "x")]) == 2
