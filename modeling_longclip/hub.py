@@ -222,7 +222,7 @@ def validate_model_folder(folder: str | Path) -> None:
 
 
 def training_state_files(folder: str | Path) -> list[str]:
-    """Paths (relative, "/"-separated) in `folder` that are training state, matched like the upload's ignore patterns."""
+    """Paths (relative, "/"-separated) in `folder` that are training state, matched as the upload's ignore patterns."""
     folder = Path(folder)
     relative = (p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file())
     return [path for path in relative if any(fnmatch.fnmatch(path, pattern) for pattern in TRAINING_STATE_PATTERNS)]

@@ -119,7 +119,8 @@ def _check(source, stretched, keep: int) -> float:
         return 0.0
     ids = torch.arange(keep).unsqueeze(0) % vocab
     with torch.no_grad():
-        diff = _text_tower(source)(input_ids=ids).last_hidden_state - _text_tower(stretched)(input_ids=ids).last_hidden_state
+        before, after = (_text_tower(m)(input_ids=ids).last_hidden_state for m in (source, stretched))
+        diff = before - after
     difference = diff.abs().max().item()
     if difference != 0.0:
         raise ConversionError(f"hidden states within the first {keep} positions differ by {difference:.2e}.")

@@ -60,8 +60,8 @@ def sd_pipeline(folder, width: int = 64):
     torch.manual_seed(0)
     pipe = StableDiffusionPipeline(
         vae=tiny_vae(), text_encoder=CLIPTextModel(text_config(width)), tokenizer=build_clip_tokenizer(77),
-        unet=tiny_unet(width), scheduler=DDIMScheduler(clip_sample=False, steps_offset=1), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
+        unet=tiny_unet(width), scheduler=DDIMScheduler(clip_sample=False, steps_offset=1), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
     pipe.save_pretrained(folder)
     return folder
@@ -126,7 +126,8 @@ def test_stretch_writes_a_folder_diffusers_loads(tmp_path, sd_folder, capsys):
     original = stretch_text_encoder(pipeline / "text_encoder", tmp_path / "orig" / "text_encoder",
                                     tokenizer=pipeline / "tokenizer", pad_token="!")  # fmt: skip
     padded = CLIPTokenizer.from_pretrained(original.tokenizer_output)(["a cat"], padding="max_length")["input_ids"][0]
-    assert original.tokenizer_output == tmp_path / "orig" / "tokenizer" and padded[4:] == [0] * 244  # id 0, as the original
+    assert original.tokenizer_output == tmp_path / "orig" / "tokenizer"
+    assert padded[4:] == [0] * 244  # id 0, as the original
 
     assert stretch_main([str(pipeline / "text_encoder"), str(out / "text_encoder")]) == 2  # exists: refused
     assert "already exists" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from eval_fixtures import write_urban1k
+from eval_fixtures import write_image_folder, write_urban1k
 from PIL import Image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
@@ -36,7 +36,11 @@ from modeling_longclip.converters.synthetic import random_openai_clip_state_dict
 from modeling_longclip.evaluation import (
     BenchmarkError,
     EmbeddingCache,
+    comparison,
+    comparison_markdown,
+    embed_images,
     embed_texts,
+    evaluate_folders,
     evaluate_retrieval,
     load_benchmark,
     model_fingerprint,
@@ -64,7 +68,8 @@ def clip_config(positions: int = 77) -> CLIPConfig:
 def stock_clip_folder(folder, positions: int = 77):
     torch.manual_seed(3)
     CLIPModel(clip_config(positions)).save_pretrained(folder)
-    CLIPProcessor(image_processor=tiny_image_processor(), tokenizer=build_clip_tokenizer(positions)).save_pretrained(folder)
+    processor = CLIPProcessor(image_processor=tiny_image_processor(), tokenizer=build_clip_tokenizer(positions))
+    processor.save_pretrained(folder)
     return folder
 
 
@@ -228,3 +233,40 @@ def test_python_api_and_cache_keys(tmp_path, foreign):
     siglip_processor = SiglipProcessor.from_pretrained(foreign["siglip"])
     signature = encoder_signature(siglip, siglip_processor)
     assert signature["text"]["padding"] == "max_length" and encoder_signature(clip, processor) != signature
+
+
+def test_siglip2_gets_its_patch_mask_and_fixed_length_text(tmp_path):
+    """Siglip2Model takes pixel_attention_mask and spatial_shapes besides the pixels, and texts padded to max_length."""
+    image_processor_class = getattr(transformers, "Siglip2ImageProcessorPil", None) or transformers.Siglip2ImageProcessor
+    processor = transformers.Siglip2Processor(image_processor=image_processor_class(max_num_patches=16),
+                                              tokenizer=siglip_tokenizer())  # fmt: skip
+    torch.manual_seed(6)
+    config = transformers.Siglip2Config(
+        text_config=dict(TINY, vocab_size=len(WORDS) + 3, max_position_embeddings=SIGLIP_LENGTH, pad_token_id=0,
+                         eos_token_id=1),
+        vision_config=dict(TINY, num_patches=16, patch_size=16),
+    )  # fmt: skip
+    model = transformers.Siglip2Model(config).eval()
+    images = [Image.new("RGB", (40, 30), "red"), Image.new("RGB", (24, 48), "blue")]
+    texts = ["a red picture", "a blue scene with a long street"]
+    with torch.no_grad():
+        pixels = processor(images=images, return_tensors="pt")
+        assert set(pixels) == {"pixel_values", "pixel_attention_mask", "spatial_shapes"}
+        image = F.normalize(model.get_image_features(**pixels).pooler_output, dim=-1)
+        tokens = processor(text=texts, padding="max_length", max_length=SIGLIP_LENGTH, truncation=True,
+                           return_tensors="pt")  # fmt: skip
+        text = F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+    assert torch.allclose(embed_images(model, processor, images, batch_size=1), image, atol=1e-5)
+    assert torch.allclose(embed_texts(model, processor, texts, batch_size=1), text, atol=1e-5)
+
+
+def test_zeroshot_comparison_of_two_baselines(tmp_path, foreign):
+    """Zero-shot through the Python API for CLIP and SigLIP, compared in one table (Top-1 / Top-5 columns)."""
+    root = write_image_folder(tmp_path / "imagenet" / "val", {"red": [0], "blue": [2]})
+    dataset = load_benchmark("zeroshot", root)
+    results = evaluate_folders(list(foreign.values()), [dataset], names=list(foreign), device="cpu", progress=False)
+    table = comparison(results)
+    assert table["columns"] == ["zeroshot (imagenet/val) Top-1", "zeroshot (imagenet/val) Top-5"]
+    assert [row["zeroshot (imagenet/val) Top-5"] for row in table["rows"]] == [100.0, 100.0]  # 2 classes
+    assert [r["counts"]["text_limit"] for r in results] == [77, SIGLIP_LENGTH]
+    assert "| clip-77 |" in comparison_markdown(table)

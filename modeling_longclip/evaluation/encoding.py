@@ -2,8 +2,8 @@
 
 `embed.embed_texts` / `embed.embed_images` return L2-normalized float32 rows for this package's families (their own
 `encode_text` / `encode_image`) and for any other transformers dual encoder (CLIPModel, SiglipModel, ...), so this is
-the only place that turns benchmark files into embeddings. Images are decoded a batch at a time (the next batch in background threads while the current one is
-encoded), so memory does not grow with the benchmark.
+the only place that turns benchmark files into embeddings. Images are decoded a batch at a time (the next batch in
+background threads while the current one is encoded), so memory does not grow with the benchmark.
 
 The cache stores one safetensors file per (model, data, settings). The key covers:
 - the model: the folder's config.json, processor / tokenizer files and code by content, weight files by name, size
@@ -229,7 +229,11 @@ def encode_images(
 ) -> Encoded:
     """Image embeddings for `paths` in order, from the cache when the model, the files and the settings match."""
     paths = [Path(p) for p in paths]
-    settings = {**_device_and_dtype(model), "processor": processor_signature(processor), **encoder_signature(model, processor)}
+    settings = {
+        **_device_and_dtype(model),
+        "processor": processor_signature(processor),
+        **encoder_signature(model, processor),
+    }
     key = cache.key("image", images_fingerprint(paths), settings) if cache else None
     if cache and (hit := cache.load("image", key, len(paths))) is not None:
         return Encoded(hit[0], "hit")
@@ -275,7 +279,8 @@ def encode_texts(
     key = cache.key("text", texts_fingerprint(texts), settings) if cache else None
     if cache and (hit := cache.load("text", key, len(texts))) is not None:
         too_long = hit[1].get("too_long", "")
-        return Encoded(hit[0], "hit", int(too_long) if too_long.isdigit() else count_long_texts(processor, texts, model=model))
+        counted = int(too_long) if too_long.isdigit() else count_long_texts(processor, texts, model=model)
+        return Encoded(hit[0], "hit", counted)
     too_long = count_long_texts(processor, texts, model=model)
     chunks = []
     with (

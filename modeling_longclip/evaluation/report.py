@@ -81,8 +81,9 @@ def long_text_notes(results: list[dict]) -> list[str]:
             mode = result.get("settings", {}).get("text_kwargs", {}).get("long_text", "truncate")
             handled = "encoded in windows" if mode == "window" else "truncated"
             model = f"{result.get('model_name') or result.get('model')}, " if several else ""
+            where = f"{model}{result.get('benchmark')} ({result.get('protocol')})"
             notes.append(
-                f"{model}{result.get('benchmark')} ({result.get('protocol')}): {too_long:,} of {counts.get('texts', 0):,} "
+                f"{where}: {too_long:,} of {counts.get('texts', 0):,} "
                 f"texts exceed the model's {limit}-token limit and were {handled}."
             )
     return notes
