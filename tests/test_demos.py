@@ -2,9 +2,9 @@
 
 import json
 import os
+import random
 import subprocess
 import sys
-import random
 from pathlib import Path
 
 from modeling_longclip import conversion_demo
