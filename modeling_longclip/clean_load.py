@@ -65,6 +65,13 @@ json.dump(result, open(sys.argv[2], "w"))
 '''
 
 
+def _existing_folder(folder: str | Path) -> Path:
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such model folder")
+    return folder
+
+
 def load_in_clean_process(
     folder: str | Path,
     texts: list[str],
@@ -78,6 +85,10 @@ def load_in_clean_process(
     pipeline's scores and any leaked package module. `python` runs it with another interpreter (a virtualenv with
     another transformers). Raises RuntimeError with the child's error output on failure.
     """
+    # The child runs in a temporary cwd: a relative path would not exist there and transformers would then read it
+    # as a Hub repo id, so both folders are made absolute (and checked) here.
+    folder = _existing_folder(folder)
+    clip_folder = _existing_folder(clip_folder) if clip_folder else None
     with tempfile.TemporaryDirectory() as work:
         request = Path(work) / "request.json"
         request.write_text(json.dumps({
