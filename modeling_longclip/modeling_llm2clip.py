@@ -23,6 +23,8 @@ from .embedding import EmbeddingMixin, resolve_return_dict, scaled_similarity
 from .transformers_compat import PreTrainedConfig, bidirectional_attention_mask, legacy_vision_key_mapping
 
 
+# Keyword arguments of `forward` that the image tower takes too.
+VISION_OPTIONS = ("output_hidden_states", "output_attentions", "interpolate_pos_encoding")
 # The image tower class for each `config.vision_tower`; each returns a pooled ModelOutput like CLIPVisionModel.
 VISION_TOWERS = {"clip": CLIPVisionModel, "siglip2": SiglipVisionModel}
 
@@ -261,12 +263,14 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
     ) -> DualTowerOutput:
         """Logits between images and texts; with `return_loss=True`, symmetric InfoNCE over the global batch.
 
-        Extra keyword arguments (`output_hidden_states`, `output_attentions`, ...) reach both towers, as in
-        `CLIPModel`; `return_dict=False` gives the output's `to_tuple()`, tower outputs as nested tuples.
+        `output_hidden_states` / `output_attentions` reach both towers, as in `CLIPModel`; other keyword arguments
+        (e.g. `token_type_ids` from a tokenizer) only the text model; `return_dict=False` gives the output's `to_tuple()`, tower outputs as nested tuples.
         """
-        vision_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True, **kwargs)
+        vision_options = {k: kwargs[k] for k in VISION_OPTIONS if k in kwargs}  # not the tokenizer's extras
+        vision_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True, **vision_options)
+        text_options = {k: v for k, v in kwargs.items() if k != "interpolate_pos_encoding"}
         text_outputs = self.get_text_features(
-            input_ids, attention_mask, pooling_mask, text_embeds, return_dict=True, **kwargs
+            input_ids, attention_mask, pooling_mask, text_embeds, return_dict=True, **text_options
         )
         image, text, logits_per_text = scaled_similarity(
             vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale

@@ -121,6 +121,13 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         model.load_state_dict(state_dict, strict=True)
         return model
 
+    @staticmethod
+    def _projected(tower_outputs, projection):
+        """A tower's output with its projected features as `pooler_output`: what transformers 5's
+        `get_*_features` return (4.x's return the bare tensor), so `forward` gives the same on both."""
+        tower_outputs.pooler_output = projection(tower_outputs.pooler_output)
+        return tower_outputs
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -141,12 +148,14 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         `CLIPModel.forward` breaks under `config.return_dict=False`); `return_dict=False` (argument or config) gives
         `CLIPOutput.to_tuple()`.
         """
-        vision_outputs = self.get_image_features(
-            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
-        )
-        text_outputs = self.get_text_features(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **kwargs
-        )
+        vision_outputs = self._projected(
+            self.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs),
+            self.visual_projection,
+        )  # fmt: skip
+        text_outputs = self._projected(
+            self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **kwargs),
+            self.text_projection,
+        )  # fmt: skip
         image_embeds, text_embeds, logits_per_text = scaled_similarity(
             vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale
         )
