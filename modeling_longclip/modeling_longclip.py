@@ -16,7 +16,7 @@ from transformers import CLIPConfig, CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_longclip import LongCLIPConfig
-from .transformers_compat import PreTrainedConfig  # noqa: F401  (4.x copies only directly imported files)
+from .transformers_compat import asks_dict
 from .contrastive import long_clip_loss
 from .embedding import EmbeddingMixin, pooled_features, resolve_return_dict, scaled_similarity
 
@@ -149,11 +149,11 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         `CLIPOutput.to_tuple()`.
         """
         vision_outputs = self._projected(
-            self.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs),
+            self.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **asks_dict(self.vision_model), **kwargs),
             self.visual_projection,
         )  # fmt: skip
         text_outputs = self._projected(
-            self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **kwargs),
+            self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **asks_dict(self.text_model), **kwargs),
             self.text_projection,
         )  # fmt: skip
         image_embeds, text_embeds, logits_per_text = scaled_similarity(

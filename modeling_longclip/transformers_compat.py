@@ -107,6 +107,14 @@ def legacy_vision_key_mapping(tower_class) -> dict | None:
     return None
 
 
+def asks_dict(module) -> dict:
+    """`{"return_dict": True}` for a tower whose forward takes it (5.x: `config.return_dict=False` would otherwise give
+    a tuple); nothing for 4.x's inner CLIP transformers, which always return a ModelOutput and reject the argument."""
+    parameters = inspect.signature(module.forward).parameters.values()
+    takes = any(p.name == "return_dict" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return {"return_dict": True} if takes else {}
+
+
 class PortableProcessorMixin:
     """Processor files that transformers 4.57 reads too: the image processor in its own `preprocessor_config.json`
     (4.x does not read the copy 5.x nests in `processor_config.json`, and would take it for the image processor
@@ -145,6 +153,7 @@ __all__ = [
     "LEGACY_TRANSFORMERS",
     "PortableProcessorMixin",
     "PreTrainedConfig",
+    "asks_dict",
     "bidirectional_attention_mask",
     "finish_post_init",
     "legacy_vision_key_mapping",
