@@ -22,10 +22,11 @@ from transformers.utils import ModelOutput
 from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
 from .embedding import EmbeddingMixin
+from .modeling_eva02 import EVA02VisionModel
 
 
 # The image tower class for each `config.vision_tower`; each returns a pooled ModelOutput like CLIPVisionModel.
-VISION_TOWERS = {"clip": CLIPVisionModel, "siglip2": SiglipVisionModel}
+VISION_TOWERS = {"clip": CLIPVisionModel, "siglip2": SiglipVisionModel, "eva02": EVA02VisionModel}
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "trust_remote_code")
 
@@ -96,7 +97,7 @@ class LLM2CLIPPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _no_split_modules = ["CLIPEncoderLayer", "SiglipEncoderLayer", "ResidualMLPBlock"]
+    _no_split_modules = ["CLIPEncoderLayer", "SiglipEncoderLayer", "EVA02EncoderLayer", "ResidualMLPBlock"]
 
 
 class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
