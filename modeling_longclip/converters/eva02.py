@@ -145,6 +145,58 @@ def eva02_to_hf(state_dict: dict, shape: EVA02Shape, prefix: str = EVA02_PREFIX)
     return {k: v.contiguous() for k, v in mapped.items()}
 
 
+# The HF EvaCLIP port's names (BAAI's configuration_evaclip.py / modeling_evaclip.py, which LLM2CLIP's HF EVA02 repos
+# name) for the same tensors, per block and outside the blocks.
+HF_EVACLIP_BLOCK_KEYS = (
+    ("layer_norm1", "norm1"), ("layer_norm2", "norm2"), ("self_attn.q_proj", "attn.q_proj"),
+    ("self_attn.k_proj", "attn.k_proj"), ("self_attn.v_proj", "attn.v_proj"),
+    ("self_attn.inner_attn_ln", "attn.inner_attn_ln"), ("self_attn.out_proj", "attn.proj"),
+    ("mlp.fc1", "mlp.w1"), ("mlp.fc2", "mlp.w2"), ("mlp.ffn_ln", "mlp.ffn_ln"), ("mlp.fc3", "mlp.w3"),
+)  # fmt: skip
+HF_EVACLIP_KEYS = (
+    ("vision_model.embeddings.patch_embedding.", "visual.patch_embed.proj."),
+    ("vision_model.post_layernorm.", "visual.norm."),
+    ("visual_projection.", "visual.head."),
+    ("text_adapter.adaptor.", "text.text_adaptor."),
+)
+
+
+def hf_eva02_to_original(weights: dict, source: str) -> dict[str, torch.Tensor]:
+    """HF EvaCLIP layout (vision_model.embeddings / encoder.layers.{i}.self_attn, mlp.fc1/fc2/fc3, post_layernorm) +
+    `visual_projection` + `text_adapter.adaptor.*` -> eva_clip's keys, so one path converts and verifies both. A k bias
+    is dropped: q . (k + b) shifts every score of a query by the same q . b, which softmax ignores. Keys it does not
+    know keep their names, so the key check names them."""
+    if not any(k.startswith("text_adapter.adaptor.") for k in weights):
+        raise CheckpointError(
+            f"{source}: HF EVA02 weights without a text adapter (`text_adapter.adaptor.*`): LLM2CLIP's HF EVA02 files "
+            "hold the vision tower only; convert the eva_clip .pt release (or the folder holding it) instead."
+        )
+    if "visual_projection.weight" not in weights:
+        raise CheckpointError(f"{source}: HF EVA02 weights without `visual_projection.weight` (the EVA head).")
+    out = {}
+    for key, value in weights.items():
+        if key.endswith("position_ids") or (key.startswith("vision_model.encoder.layers.") and key.endswith("k_proj.bias")):
+            continue
+        new = key
+        if key == "vision_model.embeddings.class_embedding":
+            new, value = "visual.cls_token", value.reshape(1, 1, -1)
+        elif key == "vision_model.embeddings.position_embedding.weight":
+            new, value = "visual.pos_embed", value.unsqueeze(0)
+        elif key.startswith("vision_model.encoder.layers."):
+            index, rest = key[len("vision_model.encoder.layers.") :].split(".", 1)
+            for hf, original in HF_EVACLIP_BLOCK_KEYS:
+                if rest.startswith(hf + "."):
+                    new = f"visual.blocks.{index}.{original}{rest[len(hf):]}"
+        else:
+            for hf, original in HF_EVACLIP_KEYS:
+                if key.startswith(hf):
+                    new = original + key[len(hf) :]
+        out[new] = value
+    if "visual.head.bias" not in out:
+        out["visual.head.bias"] = torch.zeros(out["visual.head.weight"].shape[0], dtype=out["visual.head.weight"].dtype)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Independent reference: EVA02-CLIP's forward written from the formulas on the original keys, fp32, no transformers.
 

@@ -1,5 +1,6 @@
-"""Convert the ProCLIP authors' raw `.pt` files (OpenAI-style `visual.*` + `text.text_adaptor.*`) plus the LLM they
-were trained with into one self-contained ProCLIP folder, verified against independent references first."""
+"""Convert the ProCLIP authors' raw `.pt` files (OpenAI-style `visual.*` + `text.text_adaptor.*`, or EVA02-CLIP's
+`visual.*` in Eva_L14.pt) plus the LLM they were trained with into one self-contained ProCLIP folder, verified against
+independent references first."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from .export import ensure_writable, write_model_folder
 from .llm2clip import (
     DualTowerParity,
     adapter_shape,
+    convert_eva02_release,
+    detect_vision_tower,
     dual_tower_card,
     expected_adapter_shapes,
     load_into,
@@ -41,7 +44,14 @@ def convert_proclip(
 ) -> DualTowerParity:
     ensure_writable(output, overwrite)
     checkpoint = Path(checkpoint)
-    state_dict = {k: v.float() for k, v in load_state_dict(checkpoint).items()}
+    state_dict = load_state_dict(checkpoint)
+    tower = detect_vision_tower(state_dict)
+    if tower == "eva02":
+        return convert_eva02_release(state_dict, str(checkpoint), llm, output, ProCLIPConfig, ProCLIPModel, "proclip",
+                                     dtype=dtype, external_llm=external_llm, overwrite=overwrite)  # fmt: skip
+    if tower != "clip":
+        raise CheckpointError(f"{checkpoint}: a {tower} image tower; ProCLIP releases use OpenAI-CLIP or EVA02 towers.")
+    state_dict = {k: v.float() for k, v in state_dict.items()}
     try:
         vision = infer_vision_shape(state_dict)
         blocks, expansion, width, output_dim = adapter_shape(state_dict, ADAPTER_PREFIX)
