@@ -8,8 +8,8 @@ LayerNorm on its hidden units; a final LayerNorm, whose class token is the poole
 
 Names follow transformers' CLIP vision tower where a part exists there (embeddings.*, encoder.layers.{i}.layer_norm1/2,
 self_attn.out_proj, post_layernorm), so layer-wise decay rules and `_no_split_modules` work alike. Two deliberate
-layout choices for speed: q, k and v share one `qkv` matrix (k's bias is a constant zero, never a parameter), and the
-rotary cos / sin tables are computed from the config (fp32, then cast), cached per device and dtype, never saved.
+layout choices for speed: q, k and v share one `qkv` matrix (k's bias is a constant zero, never a parameter), as do
+the SwiGLU's two input matrices (`w12`: w1 rows, then w2 rows); and the rotary cos / sin tables are computed from the config (fp32, then cast), cached per device and dtype, never saved.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ def eva02_rotary_tables(config: EVA02VisionConfig, device=None) -> tuple[torch.T
     return cos, sin
 
 
-def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
-    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): the 90 degree turn of each interleaved pair."""
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each interleaved pair: (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin). With the signs folded into
+    `signed_sin` (-sin, +sin, ...) this is x * cos + swap_pairs(x) * signed_sin: three kernels."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return torch.addcmul(x * cos, swapped, signed_sin)
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -103,12 +104,11 @@ class EVA02Attention(nn.Module):
 
     def forward(self, hidden_states, rotary, output_attentions: bool = False):
         batch, tokens, width = hidden_states.shape
-        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        bias = torch.cat([self.q_bias, self.q_bias.new_zeros(width), self.v_bias])
         qkv = F.linear(hidden_states, self.qkv.weight, bias).view(batch, tokens, 3, self.num_heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch, heads, tokens, head_dim)
-        cos, sin = (table.to(qkv.dtype) for table in rotary)  # a no-op unless autocast changed the dtype
-        qk = qkv[:2]
-        qk = qk * cos + rotate_pairs(qk) * sin  # the class token's row is the identity
+        cos, signed_sin = (table.to(qkv.dtype) for table in rotary)  # a no-op unless autocast changed the dtype
+        qk = apply_rotary(qkv[:2], cos, signed_sin)  # q and k at once; the class token's row is the identity
         query, key, value = qk[0], qk[1], qkv[2]
         implementation = self.config._attn_implementation
         if output_attentions or implementation in (None, "eager"):
@@ -123,17 +123,17 @@ class EVA02Attention(nn.Module):
 
 
 class EVA02SwiGLU(nn.Module):
-    """w3(ffn_ln(silu(w1 x) * w2 x))."""
+    """w3(ffn_ln(silu(w1 x) * w2 x)), with w1 and w2 stacked into one matmul `w12` (BAAI's fused name)."""
 
     def __init__(self, config: EVA02VisionConfig):
         super().__init__()
-        self.w1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.w2 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.w12 = nn.Linear(config.hidden_size, 2 * config.intermediate_size)
         self.ffn_ln = nn.LayerNorm(config.intermediate_size, eps=config.layer_norm_eps)
         self.w3 = nn.Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w3(self.ffn_ln(F.silu(self.w1(x)) * self.w2(x)))
+        gate, up = self.w12(x).chunk(2, dim=-1)
+        return self.w3(self.ffn_ln(F.silu(gate) * up))
 
 
 class EVA02EncoderLayer(GradientCheckpointingLayer):
@@ -146,8 +146,8 @@ class EVA02EncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = EVA02SwiGLU(config)
 
-    def forward(self, hidden_states, cos, sin, output_attentions: bool = False):
-        attended, weights = self.self_attn(self.layer_norm1(hidden_states), (cos, sin), output_attentions)
+    def forward(self, hidden_states, cos, signed_sin, output_attentions: bool = False):
+        attended, weights = self.self_attn(self.layer_norm1(hidden_states), (cos, signed_sin), output_attentions)
         hidden_states = hidden_states + attended
         hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
         return hidden_states, weights
@@ -201,11 +201,12 @@ class EVA02VisionModel(EVA02PreTrainedModel):
         return self.embeddings.patch_embedding
 
     def rotary_tables(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The config's cos / sin tables on `device` in `dtype`, computed once in fp32."""
+        """The config's cos and signed sin (-sin, +sin per pair) on `device` in `dtype`, computed once in fp32."""
         key = (str(device), dtype)
         if key not in self._rotary_cache:
             cos, sin = eva02_rotary_tables(self.config, device)
-            self._rotary_cache[key] = (cos.to(dtype), sin.to(dtype))
+            signs = torch.tensor([-1.0, 1.0], device=device).repeat(sin.shape[-1] // 2)
+            self._rotary_cache[key] = (cos.to(dtype), (sin * signs).to(dtype))
         return self._rotary_cache[key]
 
     def forward(
@@ -223,11 +224,11 @@ class EVA02VisionModel(EVA02PreTrainedModel):
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = config.return_dict if return_dict is None else return_dict
         hidden_states = self.embeddings(pixel_values)
-        cos, sin = self.rotary_tables(hidden_states.device, hidden_states.dtype)
+        cos, signed_sin = self.rotary_tables(hidden_states.device, hidden_states.dtype)
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.encoder.layers:
-            hidden_states, weights = layer(hidden_states, cos, sin, output_attentions=output_attentions)
+            hidden_states, weights = layer(hidden_states, cos, signed_sin, output_attentions=output_attentions)
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             if output_attentions:

@@ -118,7 +118,8 @@ def check_rope_buffers(state_dict: dict, shape: EVA02Shape, source: str, prefix:
 
 
 def eva02_to_hf(state_dict: dict, shape: EVA02Shape, prefix: str = EVA02_PREFIX) -> dict[str, torch.Tensor]:
-    """Original `visual.*` -> `vision_model.*` (EVA02VisionModel) + `visual_projection.{weight,bias}` (the head)."""
+    """Original `visual.*` -> `vision_model.*` (EVA02VisionModel) + `visual_projection.{weight,bias}` (the head);
+    q / k / v weights stacked into `qkv`, w1 / w2 into `w12`."""
     sd = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     q_bias, v_bias = ("attn.q_bias", "attn.v_bias") if shape.separate_biases else ("attn.q_proj.bias", "attn.v_proj.bias")
     mapped = {
@@ -132,13 +133,14 @@ def eva02_to_hf(state_dict: dict, shape: EVA02Shape, prefix: str = EVA02_PREFIX)
         "visual_projection.bias": sd["head.bias"],
     }
     renames = (("norm1", "layer_norm1"), ("norm2", "layer_norm2"), ("attn.inner_attn_ln", "self_attn.inner_attn_ln"),
-               ("attn.proj", "self_attn.out_proj"), ("mlp.w1", "mlp.w1"), ("mlp.w2", "mlp.w2"),
-               ("mlp.ffn_ln", "mlp.ffn_ln"), ("mlp.w3", "mlp.w3"))  # fmt: skip
+               ("attn.proj", "self_attn.out_proj"), ("mlp.ffn_ln", "mlp.ffn_ln"), ("mlp.w3", "mlp.w3"))  # fmt: skip
     for i in range(shape.layers):
         s, t = f"blocks.{i}.", f"vision_model.encoder.layers.{i}."
         mapped[f"{t}self_attn.qkv.weight"] = torch.cat([sd[f"{s}attn.{n}_proj.weight"] for n in "qkv"])
         mapped[f"{t}self_attn.q_bias"] = sd[f"{s}{q_bias}"]
         mapped[f"{t}self_attn.v_bias"] = sd[f"{s}{v_bias}"]
+        for kind in ("weight", "bias"):
+            mapped[f"{t}mlp.w12.{kind}"] = torch.cat([sd[f"{s}mlp.w1.{kind}"], sd[f"{s}mlp.w2.{kind}"]])
         for old, new in renames:
             for kind in ("weight", "bias"):
                 mapped[f"{t}{new}.{kind}"] = sd[f"{s}{old}.{kind}"]
