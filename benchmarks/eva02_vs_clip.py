@@ -81,11 +81,14 @@ def main(argv=None) -> int:
     parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, batch 2, 2 rounds")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.batch, args.rounds, args.warmup = ["tiny"], 2, 2, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor() or "cpu"
     results = []
     for size in args.sizes:

@@ -268,6 +268,12 @@ def test_eva_llm2clip_stage2_training_step(tmp_path):
             "--use_cpu", "true", "--save_strategy", "no", "--gradient_checkpointing", "true"]  # fmt: skip
     assert llm2clip_main(argv) == 0
     before, after = LLM2CLIPModel.from_pretrained(tmp_path / "eva"), LLM2CLIPModel.from_pretrained(out)
+    from modeling_longclip.evaluation import RetrievalSet, evaluate_retrieval
+
+    photos = sorted((data.parent / "images").iterdir())[:3]
+    dataset = RetrievalSet("tiny", "default", photos, ["a photo", "another photo", "a third photo"], [0, 1, 2], "test")
+    result = evaluate_retrieval(after.eval(), LLM2CLIPProcessor.from_pretrained(out), dataset, progress=False)
+    assert result["counts"]["texts"] == 3 and result["image_to_text"]["R@10"] == 100.0
     assert after.config.vision_tower == "eva02"
     moved = after.vision_model.encoder.layers[0].self_attn.qkv.weight - before.vision_model.encoder.layers[0].self_attn.qkv.weight
     assert moved.abs().max() > 0
