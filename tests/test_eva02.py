@@ -203,6 +203,16 @@ def test_llm2clip_eva_release_in_every_packaging(tmp_path, llm, monkeypatch):
     torch.testing.assert_close(image, expected, rtol=0, atol=1e-5)
 
 
+def test_llm2clip_takes_an_openai_style_custom_clip_file(tmp_path, llm):
+    """ProCLIP's retrained LLM2CLIP baselines (llm2clip/3m/L14.pt): OpenAI-style visual.* in the same CustomCLIP file."""
+    state_dict = random_proclip_state_dict(blocks=4, expansion=2, seed=6)
+    torch.save({"state_dict": state_dict}, tmp_path / "L14.pt")
+    parity = convert_llm2clip(tmp_path / "L14.pt", llm, tmp_path / "out")
+    assert parity.image_max_abs_diff <= 1e-5
+    model = LLM2CLIPModel.from_pretrained(tmp_path / "out")
+    assert model.config.vision_tower == "clip" and model.visual_projection.bias is None
+
+
 def test_proclip_eva_l14_with_its_training_wrapper(tmp_path, llm):
     state_dict = random_eva02_clip_state_dict(blocks=1, expansion=8, separate_biases=True, seed=4)
     wrapped = {"epoch": 4, "name": "proclip", "state_dict": {f"module.{k}": v for k, v in state_dict.items()},
@@ -225,7 +235,7 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path, llm, capsys):
         "missing": ({k: v for k, v in state_dict.items() if k != "visual.blocks.1.mlp.w3.bias"}, "missing keys .*blocks.1.mlp.w3.bias"),
         "rope": ({**state_dict, "visual.rope.freqs_cos": state_dict["visual.rope.freqs_cos"] * 0.5}, "differs from the rotary table"),
         "head": ({**state_dict, "visual.head.weight": torch.zeros(16, 64).half(), "visual.head.bias": torch.zeros(16).half()},
-                 "adapter maps to 32 dims but the EVA head projects to 16"),
+                 "adapter maps to 32 dims but the image tower projects to 16"),
         "shape": ({**state_dict, "visual.blocks.0.attn.k_proj.weight": torch.zeros(64, 32).half()}, "k_proj.weight` has shape"),
     }  # fmt: skip
     for name, (broken, message) in cases.items():
@@ -238,7 +248,7 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path, llm, capsys):
     with pytest.raises(CheckpointError, match="hold the vision tower only"):
         convert_llm2clip(vision_only, llm, tmp_path / "out")
     torch.save({"visual.trunk.pos_embed": torch.zeros(1, 5, 8), "logit_scale": torch.tensor(1.0)}, tmp_path / "siglip.pt")
-    with pytest.raises(ConversionError, match="siglip2 image tower"):
+    with pytest.raises(ConversionError, match="a siglip2 image tower"):
         convert_llm2clip(tmp_path / "siglip.pt", llm, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 

@@ -35,9 +35,13 @@ from .openai_clip import (
     CheckpointError,
     check_keys,
     count_layers,
+    expected_vision_shapes,
+    hf_clip_config_fields,
     hf_vision_to_openai,
+    infer_vision_shape,
     load_state_dict,
     reference_image_features,
+    vision_to_hf,
 )
 from .reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
 
@@ -270,17 +274,18 @@ def convert_llm2clip(
 ) -> DualTowerParity:
     """Released LLM2CLIP CLIP part + LLM folder -> one verified LLM2CLIP folder. The CLIP part is the OpenAI-ViT HF
     repo (model_type "clip": vision_model.*, visual_projection.weight, text_adapter.adaptor.*, logit_scale), or an
-    EVA02-CLIP release: its eva_clip `.pt` (visual.*, text.text_adaptor.*, logit_scale), a folder holding it, or the
-    HF EvaCLIP layout with an adapter."""
+    eva_clip CustomCLIP `.pt` (visual.*, text.text_adaptor.*, logit_scale; EVA02 or OpenAI-style ViT), a folder
+    holding it, or EVA02 weights in the HF EvaCLIP layout with an adapter."""
     ensure_writable(output, overwrite)
     raw, clip_folder = load_clip_part(clip)
     tower = detect_vision_tower(raw)
-    if tower == "eva02":
-        state_dict = raw if "visual.pos_embed" in raw else hf_eva02_to_original(raw, str(clip))
-        return convert_eva02_release(state_dict, str(clip), llm, output, LLM2CLIPConfig, LLM2CLIPModel, "llm2clip",
-                                     dtype=dtype, external_llm=external_llm, overwrite=overwrite)  # fmt: skip
-    if tower != "clip":
-        raise ConversionError(f"--clip {clip}: a {tower} image tower; this converter handles OpenAI-CLIP and EVA02 towers.")
+    if tower == "siglip2":
+        raise ConversionError(f"--clip {clip}: a siglip2 image tower; this converter handles OpenAI-CLIP and EVA02 towers.")
+    if tower == "eva02" and "visual.pos_embed" not in raw:
+        raw = hf_eva02_to_original(raw, str(clip))
+    if any(k.startswith("visual.") for k in raw):  # an eva_clip CustomCLIP file (EVA02 releases, retrained baselines)
+        return convert_release(raw, str(clip), llm, output, LLM2CLIPConfig, LLM2CLIPModel, "llm2clip",
+                               dtype=dtype, external_llm=external_llm, overwrite=overwrite)  # fmt: skip
     clip_folder = clip_folder or Path(clip)
     weights = {k: v.float() for k, v in raw.items() if not k.endswith("position_ids")}
     for key in ("vision_model.embeddings.patch_embedding.weight", "visual_projection.weight", "logit_scale"):
@@ -327,7 +332,43 @@ def vision_config_from(weights: dict, folder: Path | None = None, prefix: str = 
     )  # fmt: skip
 
 
-def convert_eva02_release(
+@dataclass
+class ReleasedImageTower:
+    """One released image tower as a converter needs it; `weights` is called only after the key check passed."""
+
+    expected: dict
+    ignored: frozenset
+    weights: Callable[[], dict]
+    config: dict
+    output_dim: int
+    image_size: int
+    description: str
+    reference: Callable
+
+
+def released_image_tower(state_dict: dict) -> ReleasedImageTower:
+    """The image tower of an authors' `.pt` (fp32 state dict): OpenAI-style `visual.*` (ProCLIP) or eva_clip's EVA02."""
+    tower = detect_vision_tower(state_dict)
+    if tower == "eva02":
+        eva = infer_eva02_shape(state_dict)
+        check_rope_buffers(state_dict, eva, "the checkpoint")
+        return ReleasedImageTower(
+            expected_eva02_shapes(eva), frozenset(k for k in state_dict if is_rope_buffer(k)),
+            lambda: eva02_to_hf(state_dict, eva),
+            dict(vision_tower="eva02", vision_config=eva.config(), visual_projection_bias=True),
+            eva.output_dim, eva.image_size, eva.describe(), lambda pixels: reference_eva02_image_features(state_dict, pixels),
+        )  # fmt: skip
+    if tower != "clip":
+        raise CheckpointError(f"a {tower} image tower; these releases use OpenAI-CLIP or EVA02 towers.")
+    vit = infer_vision_shape(state_dict)
+    return ReleasedImageTower(
+        expected_vision_shapes(vit), frozenset(), lambda: vision_to_hf(state_dict, vit),
+        dict(vision_config=hf_clip_config_fields(vit, None)["vision_config"]), vit.output_dim, vit.image_size,
+        f"ViT, width {vit.width}, {vit.layers} layers, patch {vit.patch_size}, {vit.image_size} px", state_dict,
+    )  # fmt: skip
+
+
+def convert_release(
     state_dict: dict,
     source: str,
     llm: str | Path,
@@ -340,43 +381,32 @@ def convert_eva02_release(
     overwrite: bool = False,
     adapter_prefix: str = "text.text_adaptor.",
 ) -> DualTowerParity:
-    """An eva_clip CustomCLIP state dict (visual.*, text.text_adaptor.*, logit_scale; LLM2CLIP's EVA02 files, ProCLIP's
-    Eva_L14) + its LLM -> one verified folder whose config says vision_tower="eva02"; the EVA head becomes the
-    visual projection (with bias). Every key and shape is checked before the LLM is even read."""
+    """An authors' CustomCLIP state dict (visual.*, text.text_adaptor.*, logit_scale: ProCLIP's files, LLM2CLIP's EVA02
+    files) + its LLM -> one verified folder. Every key and shape is checked before the LLM is even read."""
     state_dict = {k: v.float() for k, v in state_dict.items()}
     try:
-        vision = infer_eva02_shape(state_dict)
+        image = released_image_tower(state_dict)
         blocks, expansion, width, output_dim = adapter_shape(state_dict, adapter_prefix)
     except CheckpointError as error:
         raise CheckpointError(f"{source}: {error}") from None
-    if output_dim != vision.output_dim:
-        raise CheckpointError(f"{source}: the adapter maps to {output_dim} dims but the EVA head projects to {vision.output_dim}.")
-    expected = {
-        **expected_eva02_shapes(vision),
-        **expected_adapter_shapes(adapter_prefix, blocks, expansion, width, output_dim),
-        "logit_scale": (),
-    }
-    check_keys({k: v for k, v in state_dict.items() if not is_rope_buffer(k)}, expected, source)
-    check_rope_buffers(state_dict, vision, source)
+    if output_dim != image.output_dim:
+        raise CheckpointError(f"{source}: the adapter maps to {output_dim} dims but the image tower projects to {image.output_dim}.")
+    expected = {**image.expected, **expected_adapter_shapes(adapter_prefix, blocks, expansion, width, output_dim), "logit_scale": ()}
+    check_keys({k: v for k, v in state_dict.items() if k not in image.ignored}, expected, source)
     tower = load_text_tower(llm)
     if tower.config.hidden_size != width:
         raise CheckpointError(f"the adapter expects {width}-d text embeddings but {llm} has hidden size {tower.config.hidden_size}.")
-    weights = eva02_to_hf(state_dict, vision)
+    weights = image.weights()
     weights.update({"text_adapter.adaptor." + k[len(adapter_prefix) :]: v for k, v in state_dict.items() if k.startswith(adapter_prefix)})
     weights["logit_scale"] = state_dict["logit_scale"]
     config = config_class(
-        vision_tower="eva02", vision_config=vision.config(), text_config=tower.config.to_dict(), projection_dim=output_dim,
-        visual_projection_bias=True, adapter_blocks=blocks, adapter_expansion=expansion,
-        logit_scale_init_value=float(state_dict["logit_scale"]),
+        **image.config, text_config=tower.config.to_dict(), projection_dim=output_dim, adapter_blocks=blocks,
+        adapter_expansion=expansion, logit_scale_init_value=float(state_dict["logit_scale"]),
     )  # fmt: skip
     model = model_class(config).eval()
     load_into(model, weights, tower, external_llm)
-    processor = make_processor(tower.tokenizer, vision.image_size)
-
-    def image_reference(pixels):
-        return reference_eva02_image_features(state_dict, pixels)
-
-    parity = verify_dual_tower(model, processor, tower, state_dict, adapter_prefix, image_reference)
-    card = dual_tower_card(card_template, f"`{Path(source).name}` + `{llm}`", model, tower, vision.describe(), dtype, parity)
+    processor = make_processor(tower.tokenizer, image.image_size)
+    parity = verify_dual_tower(model, processor, tower, state_dict, adapter_prefix, image.reference)
+    card = dual_tower_card(card_template, f"`{Path(source).name}` + `{llm}`", model, tower, image.description, dtype, parity)
     write_model_folder(model, processor, output, card, dtype=dtype, overwrite=overwrite)
     return parity
