@@ -287,3 +287,39 @@ def test_eva_llm2clip_stage2_training_step(tmp_path):
     assert after.config.vision_tower == "eva02"
     moved = after.vision_model.encoder.layers[0].self_attn.qkv.weight - before.vision_model.encoder.layers[0].self_attn.qkv.weight
     assert moved.abs().max() > 0
+
+
+@pytest.mark.parametrize("image_size", [32, 48])
+def test_matches_timm_eva02(image_size):
+    """timm's Eva (EVA02-CLIP settings: separate q/k/v, SwiGLU with norm, inner attention norm, rope with
+    ref_feat_shape 16) as a third, outside reference; needs timm (which needs torchvision: the GPU machine has both)."""
+    eva = pytest.importorskip("timm.models.eva")
+    torch.manual_seed(7)
+    timm_model = eva.Eva(
+        img_size=image_size, patch_size=8, embed_dim=128, depth=2, num_heads=2, qkv_fused=False, mlp_ratio=4 * 2 / 3,
+        swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True, use_rot_pos_emb=True, ref_feat_shape=(16, 16),
+        global_pool="token", num_classes=32,
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for param in timm_model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    renames = (("attn.norm.", "attn.inner_attn_ln."), ("mlp.fc1_g.", "mlp.w1."), ("mlp.fc1_x.", "mlp.w2."),
+               ("mlp.norm.", "mlp.ffn_ln."), ("mlp.fc2.", "mlp.w3."))  # fmt: skip
+    original = {}
+    for key, value in timm_model.state_dict().items():
+        if "rope" in key:
+            continue
+        for old, new in renames:
+            key = key.replace(old, new)
+        original[f"visual.{key}"] = value
+    shape = infer_eva02_shape(original)
+    ours = EVA02VisionModel(EVA02VisionConfig(**shape.config())).eval()
+    weights = eva02_to_hf(original, shape)
+    ours.load_state_dict({k[len("vision_model.") :]: v for k, v in weights.items() if k.startswith("vision_model.")})
+    pixels = torch.randn(2, 3, image_size, image_size)
+    with torch.no_grad():
+        expected = timm_model(pixels)
+        pooled = ours(pixel_values=pixels).pooler_output
+    features = torch.nn.functional.linear(pooled, weights["visual_projection.weight"], weights["visual_projection.bias"])
+    torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(reference_eva02_image_features(original, pixels), expected, rtol=0, atol=1e-5)
