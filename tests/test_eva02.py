@@ -323,3 +323,26 @@ def test_matches_timm_eva02(image_size):
     features = torch.nn.functional.linear(pooled, weights["visual_projection.weight"], weights["visual_projection.bias"])
     torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(reference_eva02_image_features(original, pixels), expected, rtol=0, atol=1e-5)
+
+
+def test_config_round_trip_and_attention_choice(tmp_path):
+    """A B/16 tower config (width 768 = CLIP's default, EVA's is 1024) survives save / load; attn_implementation given
+    to the LLM2CLIP model reaches the EVA tower."""
+    from llm_fixtures import tiny_llama_config
+
+    b16 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, patch_size=16, intermediate_size=2048, image_size=224)
+    config = LLM2CLIPConfig(vision_tower="eva02", vision_config=b16, text_config=tiny_llama_config(100).to_dict())
+    config.save_pretrained(tmp_path / "b16")
+    loaded = LLM2CLIPConfig.from_pretrained(tmp_path / "b16")
+    assert isinstance(loaded.vision_config, EVA02VisionConfig)
+    assert {k: getattr(loaded.vision_config, k) for k in b16} == b16
+    tiny = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, patch_size=8, intermediate_size=170, image_size=32)
+    LLM2CLIPModel(LLM2CLIPConfig(vision_tower="eva02", vision_config=tiny, text_config=tiny_llama_config(100).to_dict(),
+                                 projection_dim=32, visual_projection_bias=True)).save_pretrained(tmp_path / "tiny")  # fmt: skip
+    eager = LLM2CLIPModel.from_pretrained(tmp_path / "tiny", attn_implementation="eager").eval()
+    default = LLM2CLIPModel.from_pretrained(tmp_path / "tiny").eval()
+    assert (eager.vision_model.config._attn_implementation, default.vision_model.config._attn_implementation) == ("eager", "sdpa")
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(eager.get_image_features(pixel_values=pixels).pooler_output,
+                                   default.get_image_features(pixel_values=pixels).pooler_output, rtol=0, atol=1e-5)  # fmt: skip
