@@ -253,22 +253,27 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path, llm, capsys):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
-def test_eva_llm2clip_stage2_training_step(tmp_path):
+@pytest.mark.parametrize("family", ["llm2clip", "proclip"])
+def test_eva_stage2_training_step(tmp_path, family):
+    """LLM2CLIP stage 2 (layer-wise decay, gradient checkpointing) and ProCLIP stage 2 (EMA image teacher) on an EVA
+    tower; then longclip-eval's retrieval on the result."""
     from conftest import tiny_image_processor
     from llm_fixtures import tiny_llama3_tokenizer, tiny_llama_config
-    from modeling_longclip import LLM2CLIPProcessor
-    from modeling_longclip.training.dual_tower_train import llm2clip_main
+    from modeling_longclip import LLM2CLIPProcessor, ProCLIPConfig
+    from modeling_longclip.training.dual_tower_train import llm2clip_main, proclip_main
     from test_longclip_training import write_photo_dataset
 
     tokenizer = tiny_llama3_tokenizer()
-    config = LLM2CLIPConfig(
+    config_class, model_class, main = {"llm2clip": (LLM2CLIPConfig, LLM2CLIPModel, llm2clip_main),
+                                       "proclip": (ProCLIPConfig, ProCLIPModel, proclip_main)}[family]  # fmt: skip
+    config = config_class(
         vision_tower="eva02", vision_config=dict(hidden_size=64, intermediate_size=170, num_hidden_layers=2,
                                                  num_attention_heads=1, image_size=32, patch_size=8),
         text_config=tiny_llama_config(len(tokenizer)).to_dict(), projection_dim=32, visual_projection_bias=True,
         adapter_blocks=1, adapter_expansion=2,
     )  # fmt: skip
     torch.manual_seed(0)
-    LLM2CLIPModel(config).save_pretrained(tmp_path / "eva")
+    model_class(config).save_pretrained(tmp_path / "eva")
     LLM2CLIPProcessor(tiny_image_processor(), tokenizer).save_pretrained(tmp_path / "eva")
     data = write_photo_dataset(tmp_path / "data")
     out = tmp_path / "s2"
@@ -276,8 +281,10 @@ def test_eva_llm2clip_stage2_training_step(tmp_path):
             "--image_root", str(data.parent / "images"), "--output_dir", str(out), "--per_device_train_batch_size", "4",
             "--max_steps", "2", "--learning_rate", "1e-3", "--vision_layer_decay", "0.85", "--report_to", "none",
             "--use_cpu", "true", "--save_strategy", "no", "--gradient_checkpointing", "true"]  # fmt: skip
-    assert llm2clip_main(argv) == 0
-    before, after = LLM2CLIPModel.from_pretrained(tmp_path / "eva"), LLM2CLIPModel.from_pretrained(out)
+    if family == "proclip":
+        argv = [a for a in argv if a not in ("--vision_layer_decay", "0.85")] + ["--ema_decay", "0.5"]
+    assert main(argv) == 0
+    before, after = model_class.from_pretrained(tmp_path / "eva"), model_class.from_pretrained(out)
     from modeling_longclip.evaluation import RetrievalSet, evaluate_retrieval
 
     photos = sorted((data.parent / "images").iterdir())[:3]
