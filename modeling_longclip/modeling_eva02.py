@@ -9,7 +9,8 @@ LayerNorm on its hidden units; a final LayerNorm, whose class token is the poole
 Names follow transformers' CLIP vision tower where a part exists there (embeddings.*, encoder.layers.{i}.layer_norm1/2,
 self_attn.out_proj, post_layernorm), so layer-wise decay rules and `_no_split_modules` work alike. Two deliberate
 layout choices for speed: q, k and v share one `qkv` matrix (k's bias is a constant zero, never a parameter), as do
-the SwiGLU's two input matrices (`w12`: w1 rows, then w2 rows); and the rotary cos / sin tables are computed from the config (fp32, then cast), cached per device and dtype, never saved.
+the SwiGLU's two input matrices (`w12`: w1 rows, w2 rows, zero rows up to a multiple of 64); and the rotary cos / sin
+tables are computed from the config (fp32, then cast), cached per device and dtype, never saved.
 """
 
 from __future__ import annotations
@@ -122,17 +123,29 @@ class EVA02Attention(nn.Module):
         return out, weights
 
 
+def stacked_rows(intermediate_size: int) -> int:
+    """Rows of `w12`: w1's and w2's, then zero rows up to a multiple of 64."""
+    return 2 * intermediate_size + (-2 * intermediate_size) % 64
+
+
 class EVA02SwiGLU(nn.Module):
-    """w3(ffn_ln(silu(w1 x) * w2 x)), with w1 and w2 stacked into one matmul `w12` (BAAI's fused name)."""
+    """w3(ffn_ln(silu(w1 x) * w2 x)), with w1 and w2 stacked into one matmul `w12` (BAAI's fused name).
+
+    `w12` ends in zero rows up to a multiple of 64 outputs (L/14: 2 x 2730 = 5460 -> 5504; B/16's 4096 needs none):
+    their outputs are never read, so they get no gradient and stay zero, and GEMM kernels run about a quarter faster
+    on that width (measured on CPU, fp32) than on 5460."""
 
     def __init__(self, config: EVA02VisionConfig):
         super().__init__()
-        self.w12 = nn.Linear(config.hidden_size, 2 * config.intermediate_size)
+        self.hidden = config.intermediate_size
+        self.w12 = nn.Linear(config.hidden_size, stacked_rows(config.intermediate_size))
+        self.w12.used_rows = 2 * config.intermediate_size  # what _init_weights keeps; the rest starts at zero
         self.ffn_ln = nn.LayerNorm(config.intermediate_size, eps=config.layer_norm_eps)
         self.w3 = nn.Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w12(x).chunk(2, dim=-1)
+        stacked = self.w12(x)
+        gate, up = stacked[..., : self.hidden], stacked[..., self.hidden : 2 * self.hidden]
         return self.w3(self.ffn_ln(F.silu(gate) * up))
 
 
@@ -183,6 +196,9 @@ class EVA02PreTrainedModel(PreTrainedModel):
         elif isinstance(module, EVA02Attention):
             init.zeros_(module.q_bias)
             init.zeros_(module.v_bias)
+        elif isinstance(module, nn.Linear) and getattr(module, "used_rows", None) is not None:  # w12's zero rows
+            init.zeros_(module.weight[module.used_rows :])
+            init.zeros_(module.bias[module.used_rows :])
 
 
 class EVA02VisionModel(EVA02PreTrainedModel):
@@ -241,4 +257,4 @@ class EVA02VisionModel(EVA02PreTrainedModel):
         )
 
 
-__all__ = ["EVA02PreTrainedModel", "EVA02VisionModel", "eva02_rotary_tables"]
+__all__ = ["EVA02PreTrainedModel", "EVA02VisionModel", "eva02_rotary_tables", "stacked_rows"]

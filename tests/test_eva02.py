@@ -123,6 +123,10 @@ def test_gradient_checkpointing_and_half_precision():
         grads.append(model.encoder.layers[0].self_attn.qkv.weight.grad.clone())
     assert model.encoder.layers[0].gradient_checkpointing
     torch.testing.assert_close(grads[0], grads[1])
+    mlp = model.encoder.layers[0].mlp  # w12's zero rows (up to a multiple of 64) get no gradient
+    assert mlp.w12.weight.shape[0] == 576 and not mlp.w12.weight.grad[2 * mlp.hidden :].any()
+    fresh = EVA02VisionModel(model.config).encoder.layers[1].mlp
+    assert not fresh.w12.weight[2 * fresh.hidden :].any() and fresh.w12.weight[: 2 * fresh.hidden].std() > 0
     model.eval()
     with torch.no_grad():
         full = model(pixel_values=pixels).pooler_output

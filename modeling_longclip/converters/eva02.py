@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..configuration_eva02 import EVA02VisionConfig
-from ..modeling_eva02 import eva02_rotary_tables
+from ..modeling_eva02 import eva02_rotary_tables, stacked_rows
 from .openai_clip import CheckpointError, _require, count_layers
 
 EVA02_PREFIX = "visual."
@@ -119,7 +119,7 @@ def check_rope_buffers(state_dict: dict, shape: EVA02Shape, source: str, prefix:
 
 def eva02_to_hf(state_dict: dict, shape: EVA02Shape, prefix: str = EVA02_PREFIX) -> dict[str, torch.Tensor]:
     """Original `visual.*` -> `vision_model.*` (EVA02VisionModel) + `visual_projection.{weight,bias}` (the head);
-    q / k / v weights stacked into `qkv`, w1 / w2 into `w12`."""
+    q / k / v weights stacked into `qkv`, w1 / w2 into `w12` (plus its zero rows)."""
     sd = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     q_bias, v_bias = ("attn.q_bias", "attn.v_bias") if shape.separate_biases else ("attn.q_proj.bias", "attn.v_proj.bias")
     mapped = {
@@ -140,7 +140,9 @@ def eva02_to_hf(state_dict: dict, shape: EVA02Shape, prefix: str = EVA02_PREFIX)
         mapped[f"{t}self_attn.q_bias"] = sd[f"{s}{q_bias}"]
         mapped[f"{t}self_attn.v_bias"] = sd[f"{s}{v_bias}"]
         for kind in ("weight", "bias"):
-            mapped[f"{t}mlp.w12.{kind}"] = torch.cat([sd[f"{s}mlp.w1.{kind}"], sd[f"{s}mlp.w2.{kind}"]])
+            w1, w2 = sd[f"{s}mlp.w1.{kind}"], sd[f"{s}mlp.w2.{kind}"]
+            padding = w1.new_zeros(stacked_rows(shape.mlp_width) - 2 * shape.mlp_width, *w1.shape[1:])
+            mapped[f"{t}mlp.w12.{kind}"] = torch.cat([w1, w2, padding])
         for old, new in renames:
             for kind in ("weight", "bias"):
                 mapped[f"{t}{new}.{kind}"] = sd[f"{s}{old}.{kind}"]
