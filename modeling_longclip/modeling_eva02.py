@@ -7,8 +7,8 @@ the patch tokens and a LayerNorm between the merged heads and the output project
 LayerNorm on its hidden units; a final LayerNorm, whose class token is the pooled output.
 
 Names follow transformers' CLIP vision tower where a part exists there (embeddings.*, encoder.layers.{i}.layer_norm1/2,
-self_attn.out_proj, post_layernorm), so layer-wise decay rules and `_no_split_modules` work alike. Two deliberate
-layout choices for speed: q, k and v share one `qkv` matrix (k's bias is a constant zero, never a parameter), as do
+self_attn.out_proj, post_layernorm), so layer-wise decay rules and `_no_split_modules` work alike. Layout choices
+for speed: q, k and v share one `qkv` matrix (k's bias is a constant zero, never a parameter), as do
 the SwiGLU's two input matrices (`w12`: w1 rows, w2 rows, zero rows up to a multiple of 64); and the rotary cos / sin
 tables are computed from the config (fp32, then cast), cached per device and dtype, never saved.
 """
@@ -108,7 +108,8 @@ class EVA02Attention(nn.Module):
         bias = torch.cat([self.q_bias, self.q_bias.new_zeros(width), self.v_bias])
         qkv = F.linear(hidden_states, self.qkv.weight, bias).view(batch, tokens, 3, self.num_heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch, heads, tokens, head_dim)
-        cos, signed_sin = (table.to(qkv.dtype) for table in rotary)  # a no-op unless autocast changed the dtype
+        # a no-op unless autocast changed the dtype or a device map put this layer elsewhere
+        cos, signed_sin = (table.to(qkv.device, qkv.dtype) for table in rotary)
         qk = apply_rotary(qkv[:2], cos, signed_sin)  # q and k at once; the class token's row is the identity
         query, key, value = qk[0], qk[1], qkv[2]
         implementation = self.config._attn_implementation
