@@ -24,7 +24,11 @@ from modeling_longclip.converters.export import ConversionError
 from modeling_longclip.converters.llm2clip import convert_llm2clip, detect_vision_tower
 from modeling_longclip.converters.openai_clip import CheckpointError
 from modeling_longclip.converters.proclip import convert_proclip
-from modeling_longclip.converters.synthetic import random_eva02_clip_state_dict, random_proclip_state_dict
+from modeling_longclip.converters.synthetic import (
+    random_eva02_clip_state_dict,
+    random_proclip_state_dict,
+    write_eva02_release,
+)
 from modeling_longclip.modeling_eva02 import EVA02VisionModel, eva02_rotary_tables
 from modeling_longclip.training.trainer import vision_layer_depth
 
@@ -173,8 +177,7 @@ def _hf_evaclip_layout(state_dict: dict) -> dict:
 
 
 def test_llm2clip_eva_release_in_every_packaging(tmp_path, llm, monkeypatch):
-    state_dict = random_eva02_clip_state_dict(seed=3)
-    torch.save({"module": {f"module.{k}": v for k, v in state_dict.items()}}, tmp_path / "LLM2CLIP-EVA02-L-14-336.pt")
+    state_dict = write_eva02_release(tmp_path / "LLM2CLIP-EVA02-L-14-336.pt", "module", seed=3)
     parity = convert_llm2clip(tmp_path / "LLM2CLIP-EVA02-L-14-336.pt", llm, tmp_path / "from-pt")
     assert parity.image_max_abs_diff <= 1e-5 and parity.text_max_abs_diff <= 1e-5
     repo = tmp_path / "repo"  # the downloaded repo: vision-only HF weights beside the .pt that carries the adapter
@@ -218,10 +221,7 @@ def test_llm2clip_takes_an_openai_style_custom_clip_file(tmp_path, llm):
 
 
 def test_proclip_eva_l14_with_its_training_wrapper(tmp_path, llm):
-    state_dict = random_eva02_clip_state_dict(blocks=1, expansion=8, separate_biases=True, seed=4)
-    wrapped = {"epoch": 4, "name": "proclip", "state_dict": {f"module.{k}": v for k, v in state_dict.items()},
-               "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0]}]}}  # fmt: skip
-    torch.save(wrapped, tmp_path / "Eva_L14.pt")
+    write_eva02_release(tmp_path / "Eva_L14.pt", "proclip", blocks=1, expansion=8, separate_biases=True, seed=4)
     parity = convert_proclip(tmp_path / "Eva_L14.pt", llm, tmp_path / "out")
     assert parity.image_max_abs_diff <= 1e-5
     model = ProCLIPModel.from_pretrained(tmp_path / "out")

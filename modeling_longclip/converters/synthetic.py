@@ -87,3 +87,23 @@ def random_eva02_clip_state_dict(
             state_dict[owner + "freqs_cos"], state_dict[owner + "freqs_sin"] = cos[1:].clone(), sin[1:].clone()
     state_dict["logit_scale"] = torch.tensor(4.6052)
     return {k: v.half() for k, v in state_dict.items()}
+
+
+EVA02_WRAPPERS = ("none", "module", "proclip")
+
+
+def write_eva02_release(path, wrapper: str = "none", **shape) -> dict[str, torch.Tensor]:
+    """Save `random_eva02_clip_state_dict(**shape)` as the authors do: bare, as LLM2CLIP's eva_clip loader also accepts
+    (`{"module": ...}` with `module.` prefixes), or as ProCLIP's training saves it
+    (`{"epoch", "name", "state_dict", "optimizer"}`, `module.` prefixes). Returns the bare state dict."""
+    if wrapper not in EVA02_WRAPPERS:
+        raise ValueError(f"wrapper must be one of {EVA02_WRAPPERS}, got {wrapper!r}.")
+    state_dict = random_eva02_clip_state_dict(**shape)
+    prefixed = {f"module.{k}": v for k, v in state_dict.items()}
+    packed = {
+        "none": state_dict,
+        "module": {"module": prefixed},
+        "proclip": {"epoch": 4, "name": "proclip", "state_dict": prefixed, "optimizer": {"state": {}, "param_groups": []}},
+    }[wrapper]
+    torch.save(packed, path)
+    return state_dict
