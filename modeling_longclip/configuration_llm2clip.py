@@ -9,9 +9,11 @@ from transformers import AutoConfig, CLIPVisionConfig, SiglipVisionConfig
 
 from .transformers_compat import PreTrainedConfig, finish_post_init, portable_config, with_legacy_rope_fields
 
+from .configuration_eva02 import EVA02VisionConfig
+
 POOLING_MODES = ("mean", "last")
 # The image towers a folder can hold, by `vision_tower`: the config class of `vision_config` for each.
-VISION_TOWER_CONFIGS = {"clip": CLIPVisionConfig, "siglip2": SiglipVisionConfig}
+VISION_TOWER_CONFIGS = {"clip": CLIPVisionConfig, "siglip2": SiglipVisionConfig, "eva02": EVA02VisionConfig}
 
 LLM2CLIP_AUTO_MAP = {
     "AutoConfig": "configuration_llm2clip.LLM2CLIPConfig",
@@ -35,7 +37,8 @@ def _as_config(value, default_type: str, fixed_class=None):
 class LLM2CLIPConfig(PreTrainedConfig):
     r"""
     vision_tower (`str`, defaults to "clip"): which image tower `vision_config` describes: "clip" (OpenAI-CLIP ViT,
-        transformers' `CLIPVisionModel`) or "siglip2" (transformers' `SiglipVisionModel`, attention-pooling head).
+        transformers' `CLIPVisionModel`), "siglip2" (transformers' `SiglipVisionModel`, attention-pooling head) or "eva02"
+        (EVA02-CLIP, this payload's `EVA02VisionModel`).
     vision_config (`dict` or the tower's config class): the image tower.
     use_visual_projection (`bool`, defaults to True): a Linear from the tower's pooled output to `projection_dim`;
         False when the pooled output already is the joint embedding (LLM2CLIP's SigLIP2 release).

@@ -19,14 +19,16 @@ from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
+from .configuration_eva02 import EVA02VisionConfig  # noqa: F401  (transformers 4.x copies only direct imports)
 from .embedding import EmbeddingMixin, resolve_return_dict, scaled_similarity
+from .modeling_eva02 import EVA02VisionModel
 from .transformers_compat import PreTrainedConfig, bidirectional_attention_mask, legacy_vision_key_mapping
 
 
 # Keyword arguments of `forward` that the image tower takes too.
 VISION_OPTIONS = ("output_hidden_states", "output_attentions", "interpolate_pos_encoding")
 # The image tower class for each `config.vision_tower`; each returns a pooled ModelOutput like CLIPVisionModel.
-VISION_TOWERS = {"clip": CLIPVisionModel, "siglip2": SiglipVisionModel}
+VISION_TOWERS = {"clip": CLIPVisionModel, "siglip2": SiglipVisionModel, "eva02": EVA02VisionModel}
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "trust_remote_code")
 
@@ -116,7 +118,7 @@ class LLM2CLIPPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _no_split_modules = ["CLIPEncoderLayer", "SiglipEncoderLayer", "ResidualMLPBlock"]
+    _no_split_modules = ["CLIPEncoderLayer", "SiglipEncoderLayer", "EVA02EncoderLayer", "ResidualMLPBlock"]
 
 
 class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):

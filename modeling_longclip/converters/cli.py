@@ -83,7 +83,7 @@ def convert_llm2clip_main(argv=None) -> int:
 
     return _dual_tower_main(
         "convert_llm2clip", "Merge the released LLM2CLIP CLIP part and its LLM text model into one self-contained folder.",
-        "--clip", "folder or Hub id of the CLIP part (vision tower + adapter)",
+        "--clip", "folder, Hub id or eva_clip .pt file of the CLIP part (vision tower + adapter)",
         "folder or Hub id of the text model (plain Llama keys + tokenizer)", convert_llm2clip, argv,
     )  # fmt: skip
 
