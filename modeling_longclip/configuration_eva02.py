@@ -1,13 +1,14 @@
 """EVA02-CLIP vision tower configuration (LLM2CLIP's EVA02 releases, ProCLIP's Eva_L14).
 
-Part of the flat Hub payload: imports only transformers. The fields mirror eva_clip's `vision_cfg` (model_configs/
+Part of the flat Hub payload: imports only transformers and transformers_compat.py. The fields mirror eva_clip's `vision_cfg` (model_configs/
 EVA02-CLIP-*.json in microsoft/LLM2CLIP): `rope_pretrained_grid` is its `pt_hw_seq_len` and `rope_interpolate` its
 `intp_freq`, which together decide the rotary tables a 224 or 336 px model was trained with.
 """
 
-from transformers import PreTrainedConfig
+from .transformers_compat import PreTrainedConfig, finish_post_init, portable_config
 
 
+@portable_config
 class EVA02VisionConfig(PreTrainedConfig):
     r"""
     hidden_size (`int`, defaults to 1024): width W (B/16: 768, L/14: 1024).
@@ -40,7 +41,7 @@ class EVA02VisionConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+        finish_post_init(super(), kwargs)
         head_dim, rest = divmod(self.hidden_size, self.num_attention_heads)
         if rest or head_dim % 4:
             raise ValueError(

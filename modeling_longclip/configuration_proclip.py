@@ -3,6 +3,7 @@
 Part of the flat Hub payload: imports only transformers and its sibling configuration_llm2clip.py.
 """
 
+from .configuration_eva02 import EVA02VisionConfig  # noqa: F401  (transformers 4.x copies only direct imports)
 from .configuration_llm2clip import LLM2CLIPConfig
 from .transformers_compat import portable_config
 

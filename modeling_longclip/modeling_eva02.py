@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GradientCheckpointingLayer, PreTrainedModel
-from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_eva02 import EVA02VisionConfig
+from .transformers_compat import weight_init as init
 
 
 def eva02_rotary_tables(config: EVA02VisionConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +116,7 @@ class EVA02Attention(nn.Module):
         if output_attentions or implementation in (None, "eager"):
             attention = eager_attention_forward
         else:
-            attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+            attention = ALL_ATTENTION_FUNCTIONS[implementation]  # 4.x's registry has no get_interface
         out, weights = attention(
             self, query, key, value, None, scaling=self.scaling, dropout=self.dropout if self.training else 0.0
         )

@@ -10,9 +10,11 @@ from .modeling_llm2clip import LLM2CLIPModel
 
 # transformers 4.x copies into its module cache only the files a remote-code file imports itself, so the files
 # modeling_llm2clip.py imports are named here too.
+from .configuration_eva02 import EVA02VisionConfig  # noqa: F401, E402
 from .configuration_llm2clip import LLM2CLIPConfig  # noqa: F401, E402
 from .contrastive import contrastive_loss  # noqa: F401, E402
 from .embedding import EmbeddingMixin  # noqa: F401, E402
+from .modeling_eva02 import EVA02VisionModel  # noqa: F401, E402
 from .transformers_compat import PreTrainedConfig  # noqa: F401, E402
 
 

@@ -18,6 +18,10 @@ import torch
 import transformers
 
 PreTrainedConfig = getattr(transformers, "PreTrainedConfig", None) or transformers.PretrainedConfig
+try:  # 5.x's initializers leave tensors already loaded from a checkpoint alone
+    from transformers import initialization as weight_init
+except ImportError:  # 4.x initializes only missing weights anyway
+    from torch.nn import init as weight_init
 # transformers 5 turns every config class into a keyword-only dataclass whose `__post_init__` finishes it.
 DATACLASS_CONFIGS = dataclasses.is_dataclass(PreTrainedConfig)
 LEGACY_TRANSFORMERS = int(transformers.__version__.split(".")[0]) < 5
@@ -158,5 +162,6 @@ __all__ = [
     "finish_post_init",
     "legacy_vision_key_mapping",
     "portable_config",
+    "weight_init",
     "with_legacy_rope_fields",
 ]
