@@ -169,7 +169,7 @@ def test_refusals_leave_nothing_behind(tmp_path, release):
         "projection": ({**weights, "visual.head.proj.weight": torch.zeros(8, 128)}, "unexpected keys .*visual.head.proj.weight"),
         "adapter": ({**weights, f"{ADAPTER_PREFIX}5.weight": torch.zeros(96, 64), f"{ADAPTER_PREFIX}5.bias": torch.zeros(96)},
                     "adapter maps to 96 dims but the tower's pooled output"),
-        "pos_embed": ({**weights, "visual.trunk.pos_embed": torch.zeros(1, 17, 128)}, "not a square patch grid"),
+        "pos_embed": ({**weights, "visual.trunk.pos_embed": torch.zeros(1, 17, 128)}, "not a square grid"),
     }  # fmt: skip
     for name, (state_dict, message) in cases.items():
         torch.save(state_dict, tmp_path / f"{name}.pt")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..configuration_eva02 import EVA02VisionConfig
 from ..modeling_eva02 import eva02_rotary_tables, stacked_rows
-from .openai_clip import CheckpointError, _require, count_layers
+from .openai_clip import CheckpointError, _require, count_layers, patch_grid
 
 EVA02_PREFIX = "visual."
 ROPE_BUFFERS = ("rope.freqs_cos", "rope.freqs_sin")
@@ -59,10 +59,7 @@ def infer_eva02_shape(state_dict: dict, prefix: str = EVA02_PREFIX) -> EVA02Shap
     """Every dimension from the tensors; heads = width / 64 (the head size of every EVA02-CLIP release)."""
     conv = _require(state_dict, f"{prefix}patch_embed.proj.weight", 4)
     width, patch = conv.shape[0], conv.shape[-1]
-    positions = _require(state_dict, f"{prefix}pos_embed", 3).shape[1]
-    grid = math.isqrt(positions - 1)
-    if grid * grid != positions - 1:
-        raise CheckpointError(f"`{prefix}pos_embed` has {positions} rows, not a square grid + 1.")
+    grid = patch_grid(_require(state_dict, f"{prefix}pos_embed", 3).shape[1], f"{prefix}pos_embed")
     layers = count_layers({k: v for k, v in state_dict.items() if k.startswith(f"{prefix}blocks.")}, f"{prefix}blocks.")
     if layers == 0:
         raise CheckpointError(f"no `{prefix}blocks.*` in the checkpoint.")

@@ -105,15 +105,21 @@ def _require(state_dict: dict, key: str, ndim: int | None = None) -> torch.Tenso
     return tensor
 
 
+def patch_grid(rows: int, key: str, class_token: bool = True) -> int:
+    """The side of the square patch grid a position table of `rows` rows covers (after the class token's row)."""
+    cells = rows - 1 if class_token else rows
+    grid = math.isqrt(max(cells, 0))
+    if grid * grid != cells or grid == 0:
+        raise CheckpointError(f"`{key}` has {rows} rows, not a square grid{' + 1' if class_token else ''}.")
+    return grid
+
+
 def infer_vision_shape(state_dict: dict, prefix: str = "visual.") -> VisionShape:
     if any(k.startswith(f"{prefix}layer1.") for k in state_dict):
         raise CheckpointError("ResNet image towers (RN50, ...) are not supported: only ViT checkpoints.")
     conv = _require(state_dict, f"{prefix}conv1.weight", 4)
     width, patch = conv.shape[0], conv.shape[-1]
-    positions = _require(state_dict, f"{prefix}positional_embedding", 2).shape[0]
-    grid = math.isqrt(positions - 1)
-    if grid * grid != positions - 1:
-        raise CheckpointError(f"`{prefix}positional_embedding` has {positions} rows, not a square grid + 1.")
+    grid = patch_grid(_require(state_dict, f"{prefix}positional_embedding", 2).shape[0], f"{prefix}positional_embedding")
     layers = count_layers(state_dict, f"{prefix}transformer.resblocks.")
     mlp_width = _require(state_dict, f"{prefix}transformer.resblocks.0.mlp.c_fc.weight", 2).shape[0]
     output_dim = _require(state_dict, f"{prefix}proj", 2).shape[1]

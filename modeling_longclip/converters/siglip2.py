@@ -39,7 +39,7 @@ from .llm2clip import (
     make_processor,
     resolve_source,
 )
-from .openai_clip import CheckpointError, check_keys, count_layers, load_state_dict
+from .openai_clip import CheckpointError, check_keys, count_layers, load_state_dict, patch_grid
 from .reference_llm import reference_bidirectional_llama, reference_mean_pool
 
 TRUNK = "visual.trunk."
@@ -145,9 +145,7 @@ def infer_siglip_shape(weights: dict, num_heads: int | None = None) -> SiglipSha
     except KeyError as error:
         raise CheckpointError(f"missing key {error} (a truncated SigLIP2 checkpoint?).") from None
     width, patch_size = patch.shape[0], patch.shape[-1]
-    grid = math.isqrt(positions)
-    if grid * grid != positions:
-        raise CheckpointError(f"`{TRUNK}pos_embed` has {positions} rows: not a square patch grid (no class token).")
+    grid = patch_grid(positions, f"{TRUNK}pos_embed", class_token=False)
     heads = num_heads or HEADS_BY_WIDTH.get(width) or (width // 64 if width % 64 == 0 else None)
     if not heads or width % heads:
         raise CheckpointError(f"cannot tell the head count of a {width}-wide SigLIP tower; pass num_heads.")
