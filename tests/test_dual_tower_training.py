@@ -317,3 +317,16 @@ def test_logit_scale_clamp_skips_a_zero3_partitioned_parameter(caplog):
         callback.on_optimizer_step(None, None, None, model=model)
     assert model.logit_scale.item() == 7.0
     assert [r.getMessage() for r in caplog.records] == ["logit_scale is partitioned by DeepSpeed ZeRO-3: its clamp is skipped."]
+
+
+@pytest.mark.parametrize("convention, moves", [("authors", True), ("transformers", False)])
+def test_stage2_warmup_convention(tmp_path, folders, convention, moves):
+    """The authors' open_clip-style schedulers run step 0 at lr x 1 / warmup; transformers' at lr 0 (nothing moves)."""
+    root, data = folders
+    out = tmp_path / convention
+    argv = ["--stage", "2", *_args(root / "llm2clip", data, out, "--max_steps", "1", "--learning_rate", "1e-2"),
+            "--warmup_steps", "4", "--warmup_convention", convention]  # fmt: skip
+    assert llm2clip_main(argv) == 0
+    before = load_file(root / "llm2clip" / "model.safetensors")["visual_projection.weight"]
+    after = load_file(out / "model.safetensors")["visual_projection.weight"]
+    assert (not torch.equal(before, after)) == moves

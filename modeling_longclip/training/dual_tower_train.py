@@ -41,6 +41,7 @@ from .trainer import (
     CollatorEpochCallback,
     ContrastiveTrainer,
     EMATeacherCallback,
+    WARMUP_CONVENTIONS,
     LogitScaleClampCallback,
     finish_distributed,
 )
@@ -72,6 +73,11 @@ class DualTowerArguments:
         metadata={"choices": DISTILL_CAPTIONS, "help": "Stage 1 (ProCLIP): both: instance term on the short and the "
                   "long caption of each sample, structure term on the short ones (the authors' code); random: one of "
                   "the two per sample, both terms on it."},
+    )  # fmt: skip
+    warmup_convention: str = field(
+        default="authors",
+        metadata={"choices": WARMUP_CONVENTIONS, "help": "authors: step k warms up at lr x (k + 1) / warmup, as the "
+                  "open_clip-style schedulers of both authors' code; transformers: k / warmup (step 0 at lr 0)."},
     )  # fmt: skip
     ema_decay: float = field(default=0.999, metadata={"help": "Stage 2 (ProCLIP): EMA decay of the image teacher."})
     reg_weight: float = field(default=4e-4, metadata={"help": "Stage 2 (ProCLIP): self-distillation weight."})
@@ -217,6 +223,7 @@ def train_stage(family: str, stage: str, args: DualTowerArguments, data_args: Da
         data_collator=collator,
         callbacks=[*callbacks, CollatorEpochCallback(collator)],
         vision_layer_decay=args.vision_layer_decay if (family, stage) == ("llm2clip", "2") else None,
+        warmup_convention=args.warmup_convention,
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_state()
