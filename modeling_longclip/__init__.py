@@ -11,9 +11,11 @@ from transformers import (
     AutoProcessor,
 )
 
+from .configuration_eva02 import EVA02VisionConfig
 from .configuration_llm2clip import LLM2CLIPConfig
 from .configuration_longclip import LongCLIPConfig
 from .configuration_proclip import ProCLIPConfig
+from .modeling_eva02 import EVA02VisionModel
 from .modeling_llm2clip import LLM2CLIPModel
 from .modeling_longclip import LongCLIPModel, stretch_position_embeddings
 from .modeling_proclip import ProCLIPModel
@@ -46,6 +48,8 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "EVA02VisionConfig",
+    "EVA02VisionModel",
     "LLAMA3_TEXT_TEMPLATE",
     "LLM2CLIPConfig",
     "LLM2CLIPModel",

@@ -5,11 +5,15 @@ are wrapped and which tokens are pooled is the processor's business (processing_
 combined ("mean" or "last") is the model's.
 """
 
-from transformers import AutoConfig, CLIPVisionConfig, PreTrainedConfig, SiglipVisionConfig
+from transformers import AutoConfig, CLIPVisionConfig, SiglipVisionConfig
+
+from .transformers_compat import PreTrainedConfig, finish_post_init, portable_config, with_legacy_rope_fields
+
+from .configuration_eva02 import EVA02VisionConfig
 
 POOLING_MODES = ("mean", "last")
 # The image towers a folder can hold, by `vision_tower`: the config class of `vision_config` for each.
-VISION_TOWER_CONFIGS = {"clip": CLIPVisionConfig, "siglip2": SiglipVisionConfig}
+VISION_TOWER_CONFIGS = {"clip": CLIPVisionConfig, "siglip2": SiglipVisionConfig, "eva02": EVA02VisionConfig}
 
 LLM2CLIP_AUTO_MAP = {
     "AutoConfig": "configuration_llm2clip.LLM2CLIPConfig",
@@ -29,10 +33,12 @@ def _as_config(value, default_type: str, fixed_class=None):
     return AutoConfig.for_model(value.pop("model_type", default_type), **value)
 
 
+@portable_config
 class LLM2CLIPConfig(PreTrainedConfig):
     r"""
     vision_tower (`str`, defaults to "clip"): which image tower `vision_config` describes: "clip" (OpenAI-CLIP ViT,
-        transformers' `CLIPVisionModel`) or "siglip2" (transformers' `SiglipVisionModel`, attention-pooling head).
+        transformers' `CLIPVisionModel`), "siglip2" (transformers' `SiglipVisionModel`, attention-pooling head) or "eva02"
+        (EVA02-CLIP, this payload's `EVA02VisionModel`).
     vision_config (`dict` or the tower's config class): the image tower.
     use_visual_projection (`bool`, defaults to True): a Linear from the tower's pooled output to `projection_dim`;
         False when the pooled output already is the joint embedding (LLM2CLIP's SigLIP2 release).
@@ -43,6 +49,10 @@ class LLM2CLIPConfig(PreTrainedConfig):
     text_model_name_or_path (`str`, *optional*): where the text model's weights live when they are kept out of this
         folder; `from_pretrained` then loads them from there.
     logit_scale_init_value (`float`, defaults to ln 100).
+    pooling_dtype (`str`, defaults to "model"): the dtype the pooled mean is computed in: "model" (the text model's
+        output dtype, as llm2vec does: bf16 in the released recipe) or "float32"; the result is float32 either way.
+    adapter_normalize_input (`bool`, defaults to True): L2-normalize the pooled text embedding before the adapter, as
+        every release does except LLM2CLIP's SigLIP2 one (its text path calls the adapter with `l2_norm=False`).
     """
 
     model_type = "llm2clip"
@@ -60,6 +70,8 @@ class LLM2CLIPConfig(PreTrainedConfig):
     text_model_name_or_path: str | None = None
     logit_scale_init_value: float = 4.6052
     initializer_range: float = 0.02
+    pooling_dtype: str = "model"
+    adapter_normalize_input: bool = True
 
     default_auto_map = LLM2CLIP_AUTO_MAP
 
@@ -70,7 +82,7 @@ class LLM2CLIPConfig(PreTrainedConfig):
         self.vision_config = _as_config(self.vision_config, tower_config.model_type, tower_config)
         self.text_config = _as_config(self.text_config, "llama")
         self.auto_map = {**self.default_auto_map, **(getattr(self, "auto_map", None) or {})}
-        super().__post_init__(**kwargs)
+        finish_post_init(super(), kwargs)
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}.")
         if not self.use_visual_projection and self.vision_config.hidden_size != self.projection_dim:
@@ -80,6 +92,12 @@ class LLM2CLIPConfig(PreTrainedConfig):
             )
         if self.adapter_blocks < 0 or self.adapter_expansion < 1:
             raise ValueError(f"bad adapter shape: {self.adapter_blocks} blocks, expansion {self.adapter_expansion}.")
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        if isinstance(output.get("text_config"), dict):
+            output["text_config"] = with_legacy_rope_fields(output["text_config"])
+        return output
 
 
 __all__ = ["LLM2CLIPConfig", "VISION_TOWER_CONFIGS"]

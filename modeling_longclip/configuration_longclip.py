@@ -5,6 +5,8 @@ Part of the flat Hub payload: imports only transformers.
 
 from transformers import CLIPConfig
 
+from .transformers_compat import finish_post_init, portable_config
+
 LONGCLIP_CONTEXT_LENGTH = 248
 LONGCLIP_KEEP_POSITIONS = 20
 LONGCLIP_AUTO_MAP = {
@@ -14,6 +16,7 @@ LONGCLIP_AUTO_MAP = {
 }
 
 
+@portable_config
 class LongCLIPConfig(CLIPConfig):
     r"""
     Configuration of a [`LongCLIPModel`]. Same fields as [`CLIPConfig`] (so every CLIP tool can read it), plus:
@@ -46,7 +49,7 @@ class LongCLIPConfig(CLIPConfig):
             self.text_config = {"max_position_embeddings": LONGCLIP_CONTEXT_LENGTH}
         elif isinstance(self.text_config, dict):
             self.text_config.setdefault("max_position_embeddings", LONGCLIP_CONTEXT_LENGTH)
-        super().__post_init__(**kwargs)
+        finish_post_init(super(), kwargs)
         context_length = self.text_config.max_position_embeddings
         if not 0 <= self.keep_positions <= context_length:
             raise ValueError(

@@ -3,7 +3,9 @@
 Part of the flat Hub payload: imports only transformers and its sibling configuration_llm2clip.py.
 """
 
+from .configuration_eva02 import EVA02VisionConfig  # noqa: F401  (transformers 4.x copies only direct imports)
 from .configuration_llm2clip import LLM2CLIPConfig
+from .transformers_compat import portable_config
 
 PROCLIP_AUTO_MAP = {
     "AutoConfig": "configuration_proclip.ProCLIPConfig",
@@ -12,6 +14,7 @@ PROCLIP_AUTO_MAP = {
 }
 
 
+@portable_config
 class ProCLIPConfig(LLM2CLIPConfig):
     r"""
     Same fields as [`LLM2CLIPConfig`]. `projection_dim` is the CLIP model's own embedding size (512 for B/16 and B/32,

@@ -71,6 +71,7 @@ def _table(rows: list[str], columns: list[str], values: np.ndarray) -> str:
 
 
 def run(output_dir: Path) -> dict:
+    output_dir = Path(output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = output_dir / "longclip-demo.pt"
     torch.save(random_openai_clip_state_dict(DEMO_VISION, DEMO_TEXT, longclip=True, seed=0), checkpoint)
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output-dir", default="demo_output/conversion", help="where the checkpoint and folder go")
     parser.add_argument("--clean", action="store_true", help="remove the output directory first")
     args = parser.parse_args(argv)
-    output_dir = Path(args.output_dir)
+    output_dir = Path(args.output_dir).expanduser().resolve()  # printed and handed to a child process: absolute
     if args.clean:
         shutil.rmtree(output_dir, ignore_errors=True)
     run(output_dir)

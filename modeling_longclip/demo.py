@@ -4,8 +4,9 @@
 2. Train a tiny CLIP at 77 tokens on them (each sample's short caption or its truncated long caption).
 3. Stretch it to 248 positions (`LongCLIPModel.from_clip`) and fine-tune it with the Long-CLIP recipe through
    `longclip-train`, the same trainer a user runs.
-4. Evaluate both on held-out scenes with `longclip-eval`'s retrieval code and print long- and short-caption R@1.
-The final model is a Hub-ready folder; the table (Markdown, JSON) and a bar chart are saved beside it.
+4. Compare both folders on held-out scenes the way `longclip-eval --model A --model B` does (the stock CLIP folder is
+   a baseline like any other) and print long- and short-caption R@1.
+The final model is a Hub-ready folder; the comparison table (Markdown, JSON) and its bar chart are saved beside it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
 from transformers import CLIPConfig, CLIPModel, set_seed
 
 from .converters.clip_preprocessing import build_clip_tokenizer, clip_image_processor
-from .evaluation import RetrievalSet, evaluate_retrieval
-from .modeling_longclip import LongCLIPModel
+from .evaluation import RetrievalSet, comparison, comparison_markdown, evaluate_folders, write_comparison
 from .processing_longclip import LongCLIPProcessor, LongTextTruncationWarning
 from .scenes import CELL, make_scenes, write_split
 from .training.collator import ImageCaptionCollator
@@ -96,65 +95,23 @@ def finetune_longclip(clip_folder: Path, train_file: Path, output_dir: Path, set
     return folder
 
 
-def evaluate_models(models: dict, test_file: Path) -> dict:
-    """Long- and short-caption R@1 (both directions) of each (model, processor) on the held-out scenes."""
+def scene_sets(test_file: Path) -> list[RetrievalSet]:
+    """The held-out scenes twice: with their long captions and with their short ones."""
     rows = [json.loads(line) for line in test_file.read_text().splitlines()]
     images = [test_file.parent / "images" / row["image"] for row in rows]
-    sets = {
-        kind: RetrievalSet("synthetic-scenes", kind, images, [row[column] for row in rows], list(range(len(rows))), str(test_file))
+    return [
+        RetrievalSet(f"{kind} captions", "held-out scenes", images, [row[column] for row in rows], list(range(len(rows))), str(test_file))
         for kind, column in (("long", "caption"), ("short", "short_caption"))
-    }  # fmt: skip
-    results = {}
-    for name, (model, processor) in models.items():
-        results[name] = {}
-        for kind, dataset in sets.items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", LongTextTruncationWarning)
-                metrics = evaluate_retrieval(model.eval(), processor, dataset, progress=False, model_name=name)
-            results[name][kind] = {
-                "image_to_text_R@1": metrics["image_to_text"]["R@1"],
-                "text_to_image_R@1": metrics["text_to_image"]["R@1"],
-                "texts_too_long": metrics["counts"]["texts_too_long"],
-            }
-    return results
+    ]  # fmt: skip
 
 
-def results_table(results: dict) -> str:
-    lines = [
-        "| model | long captions I2T R@1 | long captions T2I R@1 | short captions I2T R@1 | short captions T2I R@1 |",
-        "|---|---|---|---|---|",
-    ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['long']['image_to_text_R@1']:.1f} | {r['long']['text_to_image_R@1']:.1f} | "
-            f"{r['short']['image_to_text_R@1']:.1f} | {r['short']['text_to_image_R@1']:.1f} |"
-        )
-    return "\n".join(lines)
-
-
-def bar_chart(results: dict, path: Path) -> None:
-    """Grouped bars of the four R@1 columns per model, drawn with PIL (no plotting dependency)."""
-    columns = [("long", "image_to_text_R@1"), ("long", "text_to_image_R@1"), ("short", "image_to_text_R@1"), ("short", "text_to_image_R@1")]
-    labels = ["long I2T", "long T2I", "short I2T", "short T2I"]
-    palette = [(90, 120, 200), (230, 120, 40), (60, 160, 90), (180, 60, 160)]
-    width, height, base = 640, 360, 300
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((20, 10), "R@1 (%) on held-out scenes: 77-token CLIP vs 248-token Long-CLIP", fill="black")
-    draw.line((50, base, width - 20, base), fill="black")
-    names = list(results)
-    for c, ((kind, key), label) in enumerate(zip(columns, labels)):
-        x0 = 70 + c * 140
-        draw.text((x0, base + 10), label, fill="black")
-        for m, name in enumerate(names):
-            value = results[name][kind][key]
-            x = x0 + m * 50
-            draw.rectangle((x, base - 2.4 * value, x + 40, base), fill=palette[m % len(palette)])
-            draw.text((x, base - 2.4 * value - 12), f"{value:.0f}", fill="black")
-    for m, name in enumerate(names):
-        draw.rectangle((20, 30 + 16 * m, 30, 40 + 16 * m), fill=palette[m % len(palette)])
-        draw.text((36, 28 + 16 * m), name, fill="black")
-    image.save(path)
+def compare(folders: dict[str, Path], test_file: Path, output: Path) -> dict:
+    """Both folders through `longclip-eval`'s own comparison path (the stock CLIP folder as a baseline): the R@1
+    table, its JSON (with every full result) and the bar chart, written beside `output`."""
+    results = evaluate_folders(list(folders.values()), scene_sets(test_file), names=list(folders), progress=False)
+    table = comparison(results, ks=("R@1",))
+    write_comparison(table, output, title="R@1 (%) on held-out scenes: 77-token CLIP vs 248-token Long-CLIP")
+    return table
 
 
 def run(output_dir: Path, settings: DemoSettings = DemoSettings(), log=print) -> dict:
@@ -171,20 +128,12 @@ def run(output_dir: Path, settings: DemoSettings = DemoSettings(), log=print) ->
     longclip_folder = finetune_longclip(clip_folder, train_file, output_dir, settings)
     log(f"3. stretched it to 248 positions and fine-tuned it with longclip-train for {settings.longclip_steps} steps: "
         f"{longclip_folder} (Hub-ready)")  # fmt: skip
-    clip77 = LongCLIPModel.from_clip(CLIPModel.from_pretrained(clip_folder), keep=20, ratio=1)  # same weights, 77 rows
-    processor77 = LongCLIPProcessor(clip_image_processor(3 * CELL), build_clip_tokenizer(77))
-    models = {
-        "CLIP, 77 tokens": (clip77, processor77),
-        "Long-CLIP, 248 tokens": (LongCLIPModel.from_pretrained(longclip_folder), LongCLIPProcessor.from_pretrained(longclip_folder)),
-    }
-    results = evaluate_models(models, test_file)
-    table = results_table(results)
-    (output_dir / "results.md").write_text(table + "\n")
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    bar_chart(results, output_dir / "results.png")
-    log(f"4. retrieval on {len(test_scenes)} held-out scenes (R@1, %):\n{table}")
+    folders = {"CLIP, 77 tokens": clip_folder, "Long-CLIP, 248 tokens": longclip_folder}
+    table = compare(folders, test_file, output_dir / "results.json")
+    log(f"4. retrieval on {len(test_scenes)} held-out scenes (R@1, %), as `longclip-eval --model {clip_folder} "
+        f"--model {longclip_folder}` compares them:\n{comparison_markdown(table)}")  # fmt: skip
     log(f"   saved {output_dir / 'results.md'}, results.json and results.png")
-    return results
+    return table
 
 
 def main(argv=None) -> int:

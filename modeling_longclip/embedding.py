@@ -16,6 +16,19 @@ def pooled_features(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
+def resolve_return_dict(config, return_dict: bool | None) -> bool:
+    """An explicit `return_dict` wins, else the config's (transformers' rule for every model output)."""
+    return config.return_dict if return_dict is None else return_dict
+
+
+def scaled_similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor):
+    """(normalized image embeds, normalized text embeds, logits_per_text) as CLIP's forward computes them."""
+    image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
+    text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+    logits_per_text = text_embeds @ image_embeds.t().to(text_embeds.device) * logit_scale.exp().to(text_embeds.device)
+    return image_embeds, text_embeds, logits_per_text
+
+
 def pool_text_windows(window_embeds: torch.Tensor, window_to_text: torch.Tensor, window_tokens: torch.Tensor, n_texts: int):
     """Pool the windows of each long text: token-count-weighted mean of L2-normalized window embeddings, re-normalized.
 
@@ -99,7 +112,7 @@ class EmbeddingMixin:
             if drop_mask:
                 inputs.pop("attention_mask", None)
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
-            embeds = pooled_features(self.get_text_features(**inputs))
+            embeds = pooled_features(self.get_text_features(**inputs, return_dict=True))
             if window_to_text is not None:
                 embeds = pool_text_windows(embeds, window_to_text, window_tokens, len(positions))
             else:
@@ -118,8 +131,17 @@ class EmbeddingMixin:
         for start in range(0, len(images), batch_size):
             inputs = processor(images=images[start : start + batch_size], return_tensors="pt")
             pixel_values = inputs["pixel_values"].to(self.device, self.dtype)
-            chunks.append(F.normalize(pooled_features(self.get_image_features(pixel_values=pixel_values)).float(), dim=-1))
+            features = pooled_features(self.get_image_features(pixel_values=pixel_values, return_dict=True))
+            chunks.append(F.normalize(features.float(), dim=-1))
         return torch.cat(chunks)
 
 
-__all__ = ["EmbeddingMixin", "length_order", "order_by_length", "pool_text_windows", "pooled_features"]
+__all__ = [
+    "EmbeddingMixin",
+    "length_order",
+    "order_by_length",
+    "pool_text_windows",
+    "pooled_features",
+    "resolve_return_dict",
+    "scaled_similarity",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import json
 import re
 import sys
@@ -24,7 +25,15 @@ try:  # huggingface_hub >= 2 talks through httpx2, 1.x through httpx; the timeou
 except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
     import httpx as _httpx
 
-__all__ = ["FolderNotLoadableError", "HubUnreachableError", "validate_model_folder", "push_folder_to_hub", "main"]
+__all__ = [
+    "FolderNotLoadableError",
+    "HubUnreachableError",
+    "TRAINING_STATE_PATTERNS",
+    "main",
+    "push_folder_to_hub",
+    "training_state_files",
+    "validate_model_folder",
+]
 
 # huggingface_hub's shared HTTP client has no timeout at all: a black-holed endpoint would hang an upload forever.
 # These bound every request of a push (its own retries, a few with backoff, stay bounded too).
@@ -33,6 +42,16 @@ HUB_TIMEOUT = _httpx.Timeout(120.0, connect=10.0)
 # Never useful on the Hub, and __pycache__ would even ship bytecode of the payload files.
 # fnmatch patterns on paths relative to the folder, where `*` also crosses "/".
 JUNK_PATTERNS = [".git/*", "*/.git/*", "__pycache__/*", "*/__pycache__/*", "*.pyc", ".DS_Store", "*/.DS_Store"]
+
+# What Trainer, accelerate and DeepSpeed put into a `checkpoint-*` folder so a run can resume: optimizer and scheduler
+# states (twice the model's size for Adam), RNG states, the pickled TrainingArguments, the Trainer's log, the AMP
+# scaler, DeepSpeed's `global_step*/` shards with their `latest` tag and `zero_to_fp32.py`, FSDP's optimizer shards.
+# None of it is needed to use the model; it stays home unless `include_training_state=True`.
+TRAINING_STATE_PATTERNS = [
+    "optimizer.pt", "optimizer.bin", "scheduler.pt", "scheduler.bin", "scaler.pt", "rng_state*.pth",
+    "random_states_*.pkl", "training_args.bin", "trainer_state.json", "latest", "zero_to_fp32.py",
+    "global_step*/*", "optimizer_*/*",
+]  # fmt: skip
 
 CONFIG_FILES_WITH_AUTO_MAP = (
     "config.json",
@@ -202,6 +221,13 @@ def validate_model_folder(folder: str | Path) -> None:
         )
 
 
+def training_state_files(folder: str | Path) -> list[str]:
+    """Paths (relative, "/"-separated) in `folder` that are training state, matched as the upload's ignore patterns."""
+    folder = Path(folder)
+    relative = (p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file())
+    return [path for path in relative if any(fnmatch.fnmatch(path, pattern) for pattern in TRAINING_STATE_PATTERNS)]
+
+
 @contextlib.contextmanager
 def _bounded_hub_timeouts() -> Iterator[None]:
     """Give huggingface_hub's shared HTTP client finite timeouts for the duration of a push.
@@ -243,8 +269,12 @@ def push_folder_to_hub(
     commit_message: str | None = None,
     token: str | None = None,
     endpoint: str | None = None,
+    include_training_state: bool = False,
 ) -> str:
     """Validate `folder`, then upload it to `repo_id` (created if needed) in one commit; returns the commit URL.
+
+    The training state of a `checkpoint-*` folder (TRAINING_STATE_PATTERNS: optimizer, scheduler, RNG states, ...)
+    is left out unless `include_training_state=True`, for those who want to resume a run from the Hub.
 
     `endpoint` defaults to HF_ENDPOINT (huggingface_hub.constants.ENDPOINT); `revision` is created as a branch when
     missing. Raises FolderNotLoadableError before any request, HubUnreachableError in offline mode or when the
@@ -271,7 +301,7 @@ def push_folder_to_hub(
                 repo_type="model",
                 revision=revision,
                 commit_message=commit_message or f"Upload {folder.resolve().name} with modeling_longclip",
-                ignore_patterns=list(JUNK_PATTERNS),
+                ignore_patterns=JUNK_PATTERNS + ([] if include_training_state else TRAINING_STATE_PATTERNS),
             )
     except (_httpx.TransportError, OfflineModeIsEnabled) as err:
         detail = str(err) or type(err).__name__
@@ -293,7 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commit-message", metavar="MSG")
     parser.add_argument("--token", metavar="TOKEN", help="write token (default: HF_TOKEN or the saved login)")
     parser.add_argument("--endpoint", metavar="URL", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    parser.add_argument(
+        "--include-training-state",
+        action="store_true",
+        help="also upload a checkpoint's optimizer, scheduler, RNG and Trainer state (to resume from the Hub)",
+    )
     args = parser.parse_args(argv)
+    left_out = [] if args.include_training_state else training_state_files(args.folder)
 
     try:
         url = push_folder_to_hub(
@@ -304,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             commit_message=args.commit_message,
             token=args.token,
             endpoint=args.endpoint,
+            include_training_state=args.include_training_state,
         )
     except (FolderNotLoadableError, HubUnreachableError, HFValidationError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -312,6 +349,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: the Hub refused the upload: {err}", file=sys.stderr)
         sys.exit(1)
     print(f"uploaded {args.folder} to {args.repo_id}" + (f" ({args.revision})" if args.revision else "") + f": {url}")
+    if left_out:
+        shown = ", ".join(left_out[:8]) + (f" and {len(left_out) - 8} more" if len(left_out) > 8 else "")
+        print(f"left out the training state ({shown}); --include-training-state uploads it")
 
 
 if __name__ == "__main__":

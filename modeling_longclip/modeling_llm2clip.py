@@ -10,22 +10,25 @@ ProCLIP (modeling_proclip.py) is the same model with CLIP's own projection and o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, CLIPVisionModel, PreTrainedConfig, PreTrainedModel, SiglipVisionModel
+from transformers import AutoModel, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput
+from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
-from .embedding import EmbeddingMixin
+from .configuration_eva02 import EVA02VisionConfig  # noqa: F401  (transformers 4.x copies only direct imports)
+from .embedding import EmbeddingMixin, resolve_return_dict, scaled_similarity
+from .modeling_eva02 import EVA02VisionModel
+from .transformers_compat import PreTrainedConfig, bidirectional_attention_mask, legacy_vision_key_mapping
 
 
+# Keyword arguments of `forward` that the image tower takes too.
+VISION_OPTIONS = ("output_hidden_states", "output_attentions", "interpolate_pos_encoding")
 # The image tower class for each `config.vision_tower`; each returns a pooled ModelOutput like CLIPVisionModel.
-VISION_TOWERS = {"clip": CLIPVisionModel, "siglip2": SiglipVisionModel}
+VISION_TOWERS = {"clip": CLIPVisionModel, "siglip2": SiglipVisionModel, "eva02": EVA02VisionModel}
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "trust_remote_code")
 
@@ -43,15 +46,17 @@ class ResidualMLPBlock(nn.Module):
 
 
 class TextAdapter(nn.Module):
-    """The LLM2CLIP adapter: L2-normalize, residual MLP blocks, LayerNorm, Linear (keys `adaptor.{i}.*`)."""
+    """The LLM2CLIP adapter: L2-normalize (unless `normalize_input` is False, as LLM2CLIP's SigLIP2 release calls it),
+    residual MLP blocks, LayerNorm, Linear (keys `adaptor.{i}.*`)."""
 
-    def __init__(self, dim: int, output_dim: int, blocks: int, expansion: int):
+    def __init__(self, dim: int, output_dim: int, blocks: int, expansion: int, normalize_input: bool = True):
         super().__init__()
         layers = [ResidualMLPBlock(dim, expansion) for _ in range(blocks)]
         self.adaptor = nn.Sequential(*layers, nn.LayerNorm(dim), nn.Linear(dim, output_dim))
+        self.normalize_input = normalize_input
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.adaptor(F.normalize(pooled, dim=-1))
+        return self.adaptor(F.normalize(pooled, dim=-1) if self.normalize_input else pooled)
 
 
 def make_bidirectional(model: nn.Module) -> nn.Module:
@@ -64,26 +69,43 @@ def make_bidirectional(model: nn.Module) -> nn.Module:
     return model
 
 
-def pool_hidden_states(hidden: torch.Tensor, pooling_mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Mean over the pooled tokens, or the last pooled token; in fp32 like llm2vec."""
-    mask = pooling_mask.to(hidden.device, torch.float32)
+def pool_hidden_states(
+    hidden: torch.Tensor, pooling_mask: torch.Tensor, mode: str, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Mean over the pooled tokens, or the last pooled token, computed in `dtype` (None: the hidden states' own, as
+    llm2vec pools in the model's dtype), returned in float32 (llm2vec casts after pooling).
+
+    The mean is llm2vec's op exactly, `hidden[i, start:end].mean(dim=0)` per row, so bf16 results match it bit for
+    bit; a row whose mask is not one contiguous run falls back to the same mean over the selected positions. An
+    all-zero row gives zeros.
+    """
+    hidden = hidden if dtype is None else hidden.to(dtype)
+    mask = pooling_mask.to(hidden.device).bool()
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    counts = mask.sum(dim=1)
     if mode == "last":
-        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
         last = (positions * mask).argmax(dim=1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
-    counts = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-    return (hidden.float() * mask.unsqueeze(-1)).sum(dim=1) / counts
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        # A traced or compiled graph cannot follow per-row slices: the masked mean, equal up to float rounding.
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * weights).sum(dim=1) / counts.clamp(min=1).unsqueeze(-1).to(hidden.dtype)).float()
+    starts = torch.where(mask, positions, mask.shape[1]).amin(dim=1)
+    ends = (torch.where(mask, positions, -1).amax(dim=1) + 1).clamp(min=0)
+    rows = []
+    for i, (start, end, count) in enumerate(zip(starts.tolist(), ends.tolist(), counts.tolist())):  # one host sync
+        if count == 0:
+            rows.append(hidden.new_zeros(hidden.shape[-1]))
+        elif end - start == count:
+            rows.append(hidden[i, start:end].mean(dim=0))
+        else:
+            rows.append(hidden[i][mask[i]].mean(dim=0))
+    return torch.stack(rows).float()
 
 
-@dataclass
-class DualTowerOutput(ModelOutput):
-    """Like `CLIPOutput`: the zero-shot pipeline reads `logits_per_image`."""
-
-    loss: torch.FloatTensor | None = None
-    logits_per_image: torch.FloatTensor | None = None
-    logits_per_text: torch.FloatTensor | None = None
-    text_embeds: torch.FloatTensor | None = None
-    image_embeds: torch.FloatTensor | None = None
+class DualTowerOutput(CLIPOutput):
+    """`CLIPOutput` under the name the LLM2CLIP / ProCLIP forward returns: `text_model_output` is the LLM tower's
+    output (projected features as `pooler_output`), None when the forward started from `text_embeds`."""
 
 
 class LLM2CLIPPreTrainedModel(PreTrainedModel):
@@ -96,7 +118,7 @@ class LLM2CLIPPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _no_split_modules = ["CLIPEncoderLayer", "SiglipEncoderLayer", "ResidualMLPBlock"]
+    _no_split_modules = ["CLIPEncoderLayer", "SiglipEncoderLayer", "EVA02EncoderLayer", "ResidualMLPBlock"]
 
 
 class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
@@ -111,7 +133,8 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
             self.visual_projection = nn.Identity()
         self.text_model = make_bidirectional(AutoModel.from_config(config.text_config))
         self.text_adapter = TextAdapter(
-            config.text_config.hidden_size, config.projection_dim, config.adapter_blocks, config.adapter_expansion
+            config.text_config.hidden_size, config.projection_dim, config.adapter_blocks, config.adapter_expansion,
+            config.adapter_normalize_input,
         )
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         self.post_init()
@@ -127,6 +150,9 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
             hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
             kwargs["config"] = config
+        key_mapping = legacy_vision_key_mapping(VISION_TOWERS[config.vision_tower])
+        if key_mapping:
+            kwargs.setdefault("key_mapping", key_mapping)
         source = config.text_model_name_or_path
         if not source:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -157,6 +183,29 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
 
     # -- features ----------------------------------------------------------------------------------------------
 
+    def run_text_model(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pooling_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """The text model's output and its pooled, un-normalized embedding (fp32). Pooled in the text model's output
+        dtype (llm2vec's bf16 recipe), or in fp32 with `config.pooling_dtype="float32"`."""
+        pooling_dtypes = {"model": None, "float32": torch.float32}
+        choice = getattr(self.config, "pooling_dtype", "model")
+        if choice not in pooling_dtypes:
+            raise ValueError(f"config.pooling_dtype must be one of {tuple(pooling_dtypes)}, got {choice!r}.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = bidirectional_attention_mask(self.text_model, attention_mask, self.text_model.dtype)
+        output = self.text_model(input_ids=input_ids, attention_mask=mask, return_dict=True, **kwargs)
+        pooled = pool_hidden_states(
+            output.last_hidden_state, attention_mask if pooling_mask is None else pooling_mask, self.config.pooling,
+            pooling_dtypes[choice],
+        )  # fmt: skip
+        return output, pooled
+
     def encode_llm(
         self,
         input_ids: torch.Tensor,
@@ -164,10 +213,7 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         pooling_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pooled, un-normalized text-model embeddings in fp32: what the feature cache stores."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return pool_hidden_states(hidden, attention_mask if pooling_mask is None else pooling_mask, self.config.pooling)
+        return self.run_text_model(input_ids, attention_mask, pooling_mask)[1]
 
     def get_text_features(
         self,
@@ -175,21 +221,36 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pooling_mask: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
-        """Projected text features (`pooler_output`) from tokens, or from precomputed pooled LLM `text_embeds`."""
+        """Projected text features (`pooler_output`) from tokens, or from precomputed pooled LLM `text_embeds`.
+
+        From tokens, `last_hidden_state` / `hidden_states` / `attentions` are the LLM's (the last two when asked
+        with `output_hidden_states` / `output_attentions`); from `text_embeds` there is no tower output, only
+        `pooler_output`.
+        """
+        llm = None
         if text_embeds is None:
             if input_ids is None:
                 raise ValueError("get_text_features needs input_ids (with attention_mask / pooling_mask) or text_embeds.")
-            text_embeds = self.encode_llm(input_ids, attention_mask, pooling_mask)
+            llm, text_embeds = self.run_text_model(input_ids, attention_mask, pooling_mask, **kwargs)
         output_layer = self.text_adapter.adaptor[-1].weight
-        features = self.text_adapter(text_embeds.to(output_layer.device, output_layer.dtype))
-        return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=features)
+        text_outputs = BaseModelOutputWithPooling(
+            last_hidden_state=None if llm is None else llm.last_hidden_state,
+            pooler_output=self.text_adapter(text_embeds.to(output_layer.device, output_layer.dtype)),
+            hidden_states=None if llm is None else llm.get("hidden_states"),
+            attentions=None if llm is None else llm.get("attentions"),
+        )
+        return text_outputs if resolve_return_dict(self.config, return_dict) else text_outputs.to_tuple()
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
-        outputs = self.vision_model(pixel_values=pixel_values, **kwargs)
+    def get_image_features(
+        self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """The image tower's output with the projected features as `pooler_output` (like `CLIPModel`)."""
+        outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
         outputs.pooler_output = self.visual_projection(outputs.pooler_output)
-        return outputs
+        return outputs if resolve_return_dict(self.config, return_dict) else outputs.to_tuple()
 
     def forward(
         self,
@@ -199,17 +260,33 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         pooling_mask: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
         return_loss: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> DualTowerOutput:
-        """Logits between images and texts; with `return_loss=True`, symmetric InfoNCE over the global batch."""
-        image = self.get_image_features(pixel_values=pixel_values).pooler_output
-        text = self.get_text_features(input_ids, attention_mask, pooling_mask, text_embeds).pooler_output
-        image = image / image.norm(dim=-1, keepdim=True)
-        text = text / text.norm(dim=-1, keepdim=True)
-        scale = self.logit_scale.exp()
-        logits_per_text = scale * text @ image.t().to(text.device)
-        loss = contrastive_loss(image, text, scale) if return_loss else None
-        return DualTowerOutput(loss, logits_per_text.t(), logits_per_text, text, image)
+        """Logits between images and texts; with `return_loss=True`, symmetric InfoNCE over the global batch.
+
+        `output_hidden_states` / `output_attentions` reach both towers, as in `CLIPModel`; other keyword arguments
+        (e.g. `token_type_ids` from a tokenizer) only the text model; `return_dict=False` gives the output's `to_tuple()`, tower outputs as nested tuples.
+        """
+        vision_options = {k: kwargs[k] for k in VISION_OPTIONS if k in kwargs}  # not the tokenizer's extras
+        vision_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True, **vision_options)
+        text_options = {k: v for k, v in kwargs.items() if k != "interpolate_pos_encoding"}
+        text_outputs = self.get_text_features(
+            input_ids, attention_mask, pooling_mask, text_embeds, return_dict=True, **text_options
+        )
+        image, text, logits_per_text = scaled_similarity(
+            vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale
+        )
+        output = DualTowerOutput(
+            loss=contrastive_loss(image, text, self.logit_scale.exp()) if return_loss else None,
+            logits_per_image=logits_per_text.t(),
+            logits_per_text=logits_per_text,
+            text_embeds=text,
+            image_embeds=image,
+            text_model_output=text_outputs if text_embeds is None else None,
+            vision_model_output=vision_outputs,
+        )
+        return output if resolve_return_dict(self.config, return_dict) else output.to_tuple()
 
 
 __all__ = ["LLM2CLIPModel", "LLM2CLIPPreTrainedModel", "TextAdapter", "make_bidirectional", "pool_hidden_states"]

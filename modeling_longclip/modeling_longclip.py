@@ -13,10 +13,12 @@ import os
 import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
+from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_longclip import LongCLIPConfig
+from .transformers_compat import asks_dict
 from .contrastive import long_clip_loss
-from .embedding import EmbeddingMixin, pooled_features
+from .embedding import EmbeddingMixin, pooled_features, resolve_return_dict, scaled_similarity
 
 POSITION_EMBEDDING_KEY = "text_model.embeddings.position_embedding.weight"
 
@@ -119,6 +121,13 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         model.load_state_dict(state_dict, strict=True)
         return model
 
+    @staticmethod
+    def _projected(tower_outputs, projection):
+        """A tower's output with its projected features as `pooler_output`: what transformers 5's
+        `get_*_features` return (4.x's return the bare tensor), so `forward` gives the same on both."""
+        tower_outputs.pooler_output = projection(tower_outputs.pooler_output)
+        return tower_outputs
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -129,40 +138,54 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         short_attention_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
         **kwargs,
-    ):
+    ) -> CLIPOutput:
         """CLIP forward; with `return_loss=True` the Long-CLIP loss when short captions are given, else the CLIP loss.
 
         The loss gathers features from every process of an initialized process group (with gradients), so the
-        negatives span the global batch whoever calls `forward`.
+        negatives span the global batch whoever calls `forward`. The towers are asked for dicts explicitly (stock
+        `CLIPModel.forward` breaks under `config.return_dict=False`); `return_dict=False` (argument or config) gives
+        `CLIPOutput.to_tuple()`.
         """
-        outputs = super().forward(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            return_loss=False,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            return_dict=True,
-            **kwargs,
+        vision_outputs = self._projected(
+            self.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **asks_dict(self.vision_model), **kwargs),
+            self.visual_projection,
+        )  # fmt: skip
+        text_outputs = self._projected(
+            self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **asks_dict(self.text_model), **kwargs),
+            self.text_projection,
+        )  # fmt: skip
+        image_embeds, text_embeds, logits_per_text = scaled_similarity(
+            vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale
         )
+        loss = None
         if return_loss:
             short_embeds = None
             if short_input_ids is not None:
                 short_embeds = pooled_features(
-                    self.get_text_features(input_ids=short_input_ids, attention_mask=short_attention_mask)
+                    self.get_text_features(input_ids=short_input_ids, attention_mask=short_attention_mask, return_dict=True)
                 )
                 short_embeds = short_embeds / short_embeds.norm(dim=-1, keepdim=True)
-            outputs.loss = long_clip_loss(
-                outputs.image_embeds,
-                outputs.text_embeds,
+            loss = long_clip_loss(
+                image_embeds,
+                text_embeds,
                 self.logit_scale.exp(),
                 short_text_embeds=short_embeds,
                 pca_components=self.config.pca_components,
                 label_smoothing=self.config.label_smoothing if short_embeds is not None else 0.0,
                 short_weight=self.config.short_caption_loss_weight,
             )
-        return outputs
+        outputs = CLIPOutput(
+            loss=loss,
+            logits_per_image=logits_per_text.t(),
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )
+        return outputs if resolve_return_dict(self.config, return_dict) else outputs.to_tuple()
 
 
 __all__ = ["LongCLIPModel", "PartiallyFrozenEmbedding", "stretch_position_embeddings"]

@@ -1,28 +1,50 @@
 """LLM2CLIP / ProCLIP processor: CLIP image preprocessing plus the LLM tokenizer with llm2vec's encoding semantics.
 
-Part of the flat Hub payload: imports only transformers. For the Llama-3 text tower of LLM2CLIP this reproduces
-llm2vec 0.2.3 exactly: the caption is stripped, cut at the word level to `max_length` tokens, wrapped in the Llama-3
-user turn (`<|start_header_id|>user<|end_header_id|>\\n\\n` + caption + `<|eot_id|>`, BOS added by the tokenizer),
-left-padded with EOS, and only the caption tokens and `<|eot_id|>` are pooled (the BOS and header tokens attend but do
-not count). The template, padding side and pooled scope are settings saved with the processor, so other text models
-(Qwen, Mistral, BERT, ...) use their own.
+Part of the flat Hub payload: imports only transformers. With its defaults it reproduces llm2vec 0.2.3's `encode`
+(`LLM2Vec(model, tokenizer, pooling_mode="mean", max_length=512, doc_max_length=512)` on a model whose
+`_name_or_path` is Meta-Llama-3-8B-Instruct) step by step, quirks included, because the released LLM2CLIP weights
+and every cached feature were made that way (README, "LLM2CLIP", lists the rules; REFERENCE 2.2):
+
+1. word cut: while the caption's token count (no special tokens, itself truncated at `max_length`) exceeds
+   `doc_max_length`, keep `int(words * (doc_max_length / count))` whitespace-split words, joined by single spaces;
+2. `separator + caption` is stripped, which removes only the caption's TRAILING whitespace, then wrapped in the
+   template; the string is split on the separator (a caption containing it is split there too);
+3. the joined string is tokenized with special tokens, truncated at `max_length`, padded (left, with EOS); the part
+   after the first separator is tokenized alone (no special tokens, truncated at `max_length`) and its length n
+   marks the LAST n positions of the padded row as the pooling mask (n = 0: the whole row, as llm2vec's `[-0:]`).
+
+The template, pooled scope, separator, strip and padding side are saved settings, so other text models (Qwen,
+Mistral, BERT, ...) use their own.
 """
 
 from __future__ import annotations
 
 from transformers import BatchFeature, ProcessorMixin
 
+from .transformers_compat import PortableProcessorMixin
+
 LLAMA3_TEXT_TEMPLATE = "<|start_header_id|>user<|end_header_id|>\n\n{caption}<|eot_id|>"
+LLM2VEC_SEPARATOR = "!@#$%^&*()"  # llm2vec's instruction / text separator, removed before tokenization
 POOLING_SCOPES = ("caption", "all")
+PADDING_SIDES = ("left", "right")
+# Keywords of the text path (top level or inside `text_kwargs` / `common_kwargs`).
+TEXT_OPTIONS = frozenset({"max_length", "doc_max_length", "padding", "truncation", "padding_side", "return_tensors"})
+GROUPED_KWARGS = ("text_kwargs", "images_kwargs", "common_kwargs", "audio_kwargs", "videos_kwargs")
 
 
-class LLM2CLIPProcessor(ProcessorMixin):
+class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
     r"""
     text_template (`str`): the caption's wrapper; "{caption}" marks where the caption goes.
     pooling_scope (`str`): "caption" pools the caption tokens and whatever the template puts after them (llm2vec);
         "all" pools every non-padding token (sentence-transformers style mean pooling for encoder models).
-    max_length (`int`, defaults to 512): token budget; longer captions lose whole words first, like llm2vec.
+    max_length (`int`, defaults to 512): tokenizer truncation (special tokens included), as llm2vec's `max_length`.
+    doc_max_length (`int`, *optional*): llm2vec's word-level cut, in tokens counted without special tokens (and
+        capped at `max_length`); defaults to `max_length`, where the cut never fires (the released recipe: 512/512;
+        the LLM2CLIP 1B card uses 400).
     padding_side (`str`, defaults to "left").
+    strip_trailing_whitespace (`bool`, defaults to True): llm2vec strips separator + caption, so only the end goes.
+    instruction_separator (`str`, *optional*): llm2vec's separator; a caption containing it is split there (the
+        pooled part is the text between the first and second occurrence). None: no split, the caption is pooled whole.
     """
 
     def __init__(
@@ -33,66 +55,167 @@ class LLM2CLIPProcessor(ProcessorMixin):
         pooling_scope: str = "caption",
         max_length: int = 512,
         padding_side: str = "left",
+        doc_max_length: int | None = None,
+        strip_trailing_whitespace: bool = True,
+        instruction_separator: str | None = LLM2VEC_SEPARATOR,
         **kwargs,
     ):
         if "{caption}" not in text_template:
             raise ValueError(f"text_template must contain '{{caption}}', got {text_template!r}.")
         if pooling_scope not in POOLING_SCOPES:
             raise ValueError(f"pooling_scope must be one of {POOLING_SCOPES}, got {pooling_scope!r}.")
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}.")
+        doc_max_length = max_length if doc_max_length is None else doc_max_length  # folders saved before it existed
+        for name, value in (("max_length", max_length), ("doc_max_length", doc_max_length)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if instruction_separator is not None and (not instruction_separator or instruction_separator.isspace()):
+            raise ValueError(f"instruction_separator must be None or visible text, got {instruction_separator!r}.")
         self.text_template, self.pooling_scope = text_template, pooling_scope
-        self.max_length, self.padding_side = max_length, padding_side
+        self.max_length, self.doc_max_length, self.padding_side = max_length, doc_max_length, padding_side
+        self.strip_trailing_whitespace, self.instruction_separator = bool(strip_trailing_whitespace), instruction_separator
         super().__init__(image_processor, tokenizer, **kwargs)
         if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+            self.tokenizer.pad_token = self.tokenizer.eos_token  # llm2vec pads with EOS
+        self.tokenizer.padding_side = padding_side  # for code that reads it from the tokenizer; calls pass it too
 
-    def fit_caption(self, caption: str) -> str:
-        """Strip, then drop trailing words until the caption alone fits `max_length` tokens (llm2vec's loop)."""
-        caption = caption.strip()
-        count = self._count(caption)
-        while count > self.max_length:
+    def encoding_settings(self) -> dict:
+        """Everything besides the tokenizer's vocabulary that decides a caption's tokens and pooled positions."""
+        return {
+            "text_template": self.text_template,
+            "pooling_scope": self.pooling_scope,
+            "max_length": self.max_length,
+            "doc_max_length": self.doc_max_length,
+            "padding_side": self.padding_side,
+            "strip_trailing_whitespace": self.strip_trailing_whitespace,
+            "instruction_separator": self.instruction_separator,
+        }
+
+    # -- llm2vec's steps, one caption at a time --------------------------------------------------------------------
+
+    def _count(self, text: str, max_length: int) -> int:
+        """Tokens of `text` without special tokens, truncated at `max_length` (how llm2vec counts)."""
+        ids = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length, verbose=False)
+        return len(ids["input_ids"])
+
+    def fit_caption(self, caption: str, max_length: int | None = None, doc_max_length: int | None = None) -> str:
+        """llm2vec's `_convert_to_str` word cut: unchanged unless its (capped) token count exceeds doc_max_length."""
+        max_length = max_length or self.max_length
+        limit = doc_max_length or self.doc_max_length
+        count = self._count(caption, max_length)
+        while count > limit:
             words = caption.split()
-            caption = " ".join(words[: int(len(words) * self.max_length / count)])
-            count = self._count(caption)
+            caption = " ".join(words[: int(len(words) * (limit / count))])  # llm2vec's float order, kept
+            count = self._count(caption, max_length)
         return caption
 
-    def _count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    def texts_to_tokenize(self, caption: str, max_length: int | None = None, doc_max_length: int | None = None):
+        """(the full text, the pooled part) llm2vec tokenizes for `caption`: cut, strip, wrap, split on the separator."""
+        caption = self.fit_caption(caption, max_length, doc_max_length)
+        if self.strip_trailing_whitespace:
+            caption = caption.rstrip()  # == (separator + caption).strip(): the separator shields the start
+        prefix, suffix = self.text_template.split("{caption}", 1)
+        if self.instruction_separator is None:
+            return prefix + caption + suffix, caption + suffix
+        parts = (prefix + self.instruction_separator + caption + suffix).split(self.instruction_separator)
+        return "".join(parts), (parts[1] if len(parts) > 1 else "")
 
-    def wrap(self, caption: str) -> str:
-        return self.text_template.replace("{caption}", caption)
+    # -- calling ---------------------------------------------------------------------------------------------------
 
     def __call__(self, text=None, images=None, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
-        """Tokenize `text` (input_ids, attention_mask, pooling_mask) and/or preprocess `images` (pixel_values)."""
+        """Tokenize `text` (input_ids, attention_mask, pooling_mask) and/or preprocess `images` (pixel_values).
+
+        Options come as keywords or grouped as transformers 5 passes them (`text_kwargs`, `images_kwargs`,
+        `common_kwargs`): max_length, doc_max_length, padding, truncation and padding_side go to the text path,
+        image processor options to the image processor, return_tensors to both.
+        """
+        text_options, image_options = self._route_options(kwargs)
+        return_tensors = text_options.pop("return_tensors", image_options.pop("return_tensors", return_tensors))
         if text is None and images is None:
             raise ValueError("LLM2CLIPProcessor needs `text`, `images` or both.")
         data = {}
         if text is not None:
-            data.update(self._encode_text([text] if isinstance(text, str) else list(text)))
+            texts = [text] if isinstance(text, str) else list(text)
+            if not texts:
+                raise ValueError("LLM2CLIPProcessor got an empty list of texts.")
+            bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+            if bad:
+                raise TypeError(f"text must be a string or a list of strings, got a {bad[0]} in it.")
+            data.update(self._encode_text(texts, **text_options))
         if images is not None:
-            data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
+            data.update(self.image_processor(images, return_tensors=return_tensors, **image_options))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _encode_text(self, texts: list[str]) -> dict:
-        captions = [self.fit_caption(t) for t in texts]
-        self.tokenizer.padding_side = self.padding_side
+    def _image_option_names(self) -> frozenset | None:
+        valid = getattr(self.image_processor, "valid_kwargs", None)
+        names = getattr(valid, "__annotations__", None)
+        return frozenset(names) if names else None
+
+    def _route_options(self, kwargs: dict) -> tuple[dict, dict]:
+        """Split keywords (flat or grouped) into text options and image-processor options; TypeError if unknown."""
+        grouped = {name: kwargs.pop(name) or {} for name in GROUPED_KWARGS if name in kwargs}
+        for name, value in grouped.items():
+            if not isinstance(value, dict):
+                raise TypeError(f"LLM2CLIPProcessor: {name} must be a dict, got {type(value).__name__}.")
+        for name in ("audio_kwargs", "videos_kwargs"):
+            if grouped.get(name):
+                raise TypeError(f"LLM2CLIPProcessor takes no audio or video, got {name}={grouped[name]!r}.")
+        image_names = self._image_option_names()
+        text_options, image_options = {}, {}
+        sources = [("common_kwargs", grouped.get("common_kwargs", {})), ("keyword", kwargs)]
+        for where, options in sources:
+            for key, value in options.items():
+                if key in TEXT_OPTIONS:
+                    text_options[key] = value
+                if key == "return_tensors" or (key not in TEXT_OPTIONS and (image_names is None or key in image_names)):
+                    image_options[key] = value
+                elif key not in TEXT_OPTIONS:
+                    raise TypeError(f"LLM2CLIPProcessor got an unknown {where} argument {key!r}.")
+        for key, value in grouped.get("text_kwargs", {}).items():
+            if key not in TEXT_OPTIONS:
+                raise TypeError(f"LLM2CLIPProcessor: unknown text option {key!r} (accepted: {sorted(TEXT_OPTIONS)}).")
+            text_options[key] = value
+        for key, value in grouped.get("images_kwargs", {}).items():
+            if image_names is not None and key not in image_names:
+                raise TypeError(f"LLM2CLIPProcessor: unknown image option {key!r} for {type(self.image_processor).__name__}.")
+            image_options[key] = value
+        return text_options, image_options
+
+    def _encode_text(
+        self,
+        texts: list[str],
+        max_length: int | None = None,
+        doc_max_length: int | None = None,
+        padding=True,
+        truncation=True,
+        padding_side: str | None = None,
+    ) -> dict:
+        max_length, padding_side = max_length or self.max_length, padding_side or self.padding_side
+        if padding not in (True, "longest", "max_length"):
+            raise ValueError(f"LLM2CLIPProcessor pads every batch (padding True, 'longest' or 'max_length'), got {padding!r}.")
+        if truncation in (False, "do_not_truncate"):
+            raise ValueError("LLM2CLIPProcessor always truncates at max_length, as llm2vec does; truncation=False is not supported.")
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}.")
+        pairs = [self.texts_to_tokenize(t, max_length, doc_max_length) for t in texts]
         encoded = self.tokenizer(
-            [self.wrap(c) for c in captions], padding=True, truncation=True, max_length=self.max_length, verbose=False
-        )
+            [full for full, _ in pairs], padding=padding, truncation=True, max_length=max_length,
+            padding_side=padding_side, verbose=False,
+        )  # fmt: skip
         input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
         if self.pooling_scope == "all":
             return {"input_ids": input_ids, "attention_mask": attention_mask, "pooling_mask": attention_mask}
-        suffix = self.text_template.split("{caption}", 1)[1]
         pooling_mask = []
-        for caption, mask in zip(captions, attention_mask):
-            pooled = len(
-                self.tokenizer(caption + suffix, add_special_tokens=False, truncation=True, max_length=self.max_length)[
-                    "input_ids"
-                ]
-            )
-            real = [i for i, m in enumerate(mask) if m]
-            keep = set(real[-pooled:]) if pooled else set()
-            pooling_mask.append([1 if i in keep else 0 for i in range(len(mask))])
+        for (_, pooled), mask in zip(pairs, attention_mask):
+            n, width = self._count(pooled, max_length), len(mask)
+            if n == 0:  # llm2vec slices [-0:]: the whole padded row
+                pooling_mask.append([1] * width)
+                continue
+            end = width if padding_side == "left" else sum(mask)  # the last n positions before any right padding
+            start = max(end - n, 0)
+            pooling_mask.append([0] * start + [1] * (end - start) + [0] * (width - end))
         return {"input_ids": input_ids, "attention_mask": attention_mask, "pooling_mask": pooling_mask}
 
 
-__all__ = ["LLAMA3_TEXT_TEMPLATE", "LLM2CLIPProcessor"]
+__all__ = ["LLAMA3_TEXT_TEMPLATE", "LLM2CLIPProcessor", "LLM2VEC_SEPARATOR"]

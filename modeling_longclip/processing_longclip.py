@@ -17,6 +17,8 @@ from .configuration_longclip import LongCLIPConfig
 from .image_processing_longclip import LongCLIPImageProcessor
 from .tokenization_longclip import LongCLIPTokenizer, LongTextTruncationWarning, clean_texts, warn_truncated
 
+from .transformers_compat import PortableProcessorMixin
+
 LONG_TEXT_MODES = ("truncate", "window")
 TEXT_OPTIONS = ("long_text", "original_padding", "padding", "truncation", "max_length")
 PADDING_VALUES = (True, False, "longest", "max_length", "do_not_pad")
@@ -43,7 +45,7 @@ def as_cleaning_tokenizer(tokenizer):
     return tokenizer
 
 
-class LongCLIPProcessor(ProcessorMixin):
+class LongCLIPProcessor(PortableProcessorMixin, ProcessorMixin):
     r"""
     Wraps a CLIP image processor and a CLIP tokenizer (context length = `tokenizer.model_max_length`).
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test suite: offline, tiny random models, a few minutes on 2 CPU cores.
+# The test suite: offline, tiny random models, a few minutes on 2 CPU cores; folders are also loaded on transformers
+# 4.57 and 5.17 (their virtualenvs are built on the first run, then cached).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/transformers_venvs.sh"
 HF_HUB_OFFLINE=1 python -m pytest "$@"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModel, CLIPModel
 
 from modeling_longclip import LongCLIPModel, LongCLIPProcessor
@@ -104,16 +105,42 @@ def test_dtype_option_writes_half_weights(tmp_path, longclip_checkpoint):
     assert AutoModel.from_pretrained(tmp_path / "fp16").dtype == torch.float16
 
 
-def test_stock_openai_clip_is_accepted_and_stretched(tmp_path):
+def _stock_checkpoint(tmp_path, dtype=torch.float16):
+    """A 77-position OpenAI CLIP state dict, fp16 like OpenAI's released files."""
     stock = random_openai_clip_state_dict(text=TINY_TEXT.__class__(**{**TINY_TEXT.__dict__, "context_length": 77}), longclip=False)
+    stock = {k: v.to(dtype) for k, v in stock.items()}
     torch.save(stock, tmp_path / "ViT-tiny.pt")
-    report = convert_longclip(tmp_path / "ViT-tiny.pt", tmp_path / "out")
+    return tmp_path / "ViT-tiny.pt", stock
+
+
+def test_stock_openai_clip_is_accepted_and_stretched(tmp_path):
+    path, stock = _stock_checkpoint(tmp_path)
+    report = convert_longclip(path, tmp_path / "out")
     assert report.stretched_from == 77
+    assert "stretched in fp16 with the authors' operation order" in report.lines()
     model = LongCLIPModel.from_pretrained(tmp_path / "out")
     assert model.config.text_config.max_position_embeddings == 248
     table = model.text_model.embeddings.position_embedding.weight
-    assert torch.equal(table[:20], stock["positional_embedding"][:20])
-    assert torch.equal(table[20::4][:57], stock["positional_embedding"][20:])
+    assert torch.equal(table[:20], stock["positional_embedding"][:20].float())
+    assert torch.equal(table[20::4][:57], stock["positional_embedding"][20:].float())
+
+
+def test_stretch_is_bit_exact_with_the_authors_fp16_arithmetic_and_fp32_on_request(tmp_path):
+    """Default: the authors' load_from_clip arithmetic (fp16, one rounding per operation); --no-exact-fp16: fp32."""
+    from modeling_longclip import stretch_position_embeddings
+    from modeling_longclip.converters.cli import convert_longclip_main
+
+    path, stock = _stock_checkpoint(tmp_path)
+    key = "text_model.embeddings.position_embedding.weight"
+    assert convert_longclip_main(["--checkpoint", str(path), "--output", str(tmp_path / "fp16")]) == 0
+    assert convert_longclip_main(["--checkpoint", str(path), "--output", str(tmp_path / "fp32"), "--no-exact-fp16"]) == 0
+    exact, fp32 = load_file(tmp_path / "fp16" / "model.safetensors")[key], load_file(tmp_path / "fp32" / "model.safetensors")[key]
+    authors = stretch_position_embeddings(stock["positional_embedding"], exact_fp16=True)
+    assert authors.dtype == torch.float16 and torch.equal(exact, authors.float())
+    assert torch.equal(fp32, stretch_position_embeddings(stock["positional_embedding"].float()))
+    interpolated = [20 + 4 * i + j for i in range(56) for j in (1, 2, 3)]
+    assert torch.equal(exact[:20], fp32[:20]) and torch.equal(exact[20::4][:57], fp32[20::4][:57])  # copied rows agree
+    assert (exact[interpolated] - fp32[interpolated]).abs().max() > 0  # fp16 rounds the 3a/4 + b/4 rows
 
 
 def _broken(state_dict, how):
@@ -187,3 +214,39 @@ def test_cli_reports_parity_and_refuses_cleanly(tmp_path, longclip_checkpoint):
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("kind", ["module", "legacy_module", "script", "trace"])
+def test_pickled_modules_and_torchscript_are_refused_in_one_line(tmp_path, kind, capsys):
+    """torch's refusal is five lines with colour codes and a `weights_only=False` advice the command cannot take."""
+    import warnings
+
+    from modeling_longclip.converters.cli import convert_longclip_main
+
+    module = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    path = tmp_path / f"{kind}.pt"
+    if kind == "module":
+        torch.save(module, path)
+    elif kind == "legacy_module":
+        torch.save(module, path, _use_new_zipfile_serialization=False)
+    else:
+        scripted = torch.jit.script(module) if kind == "script" else torch.jit.trace(module, torch.zeros(1, 4))
+        torch.jit.save(scripted, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no torch warning reaches the user
+        assert convert_longclip_main(["--checkpoint", str(path), "--output", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and "\x1b" not in captured.err
+    assert "weights_only" not in captured.err
+    if kind.endswith("module"):
+        assert "pickled `torch.nn.modules.container.Sequential` object" in lines[0]
+        if kind == "module":  # read from the pickle itself when torch's message changes wording
+            from modeling_longclip.converters.torch_files import foreign_class
+
+            assert foreign_class(path, RuntimeError("refused")) == "torch.nn.modules.container.Sequential"
+        assert "torch.save(model.state_dict(), 'weights.pt')" in lines[0]
+    else:
+        assert "a TorchScript archive" in lines[0] and "torch.jit.load(path, map_location='cpu').state_dict()" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

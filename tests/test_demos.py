@@ -1,7 +1,11 @@
 """The embedded demos: the conversion round trip, and (reduced) what 248 tokens buy on synthetic scenes."""
 
 import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 from modeling_longclip import conversion_demo
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
@@ -15,6 +19,21 @@ def test_conversion_demo_round_trip(tmp_path, monkeypatch, capsys):
     assert result["remote_diff"] <= 1e-6
     assert result["similarity"].shape == (3, 3)
     assert "cosine similarity" in capsys.readouterr().out
+
+
+def test_conversion_demo_as_the_readme_runs_it(tmp_path):
+    """`python -m modeling_longclip.conversion_demo` with no arguments, from a fresh folder: the default output folder
+    is relative, and the clean-process load (run in a temporary cwd) must still find it."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        [sys.executable, "-m", "modeling_longclip.conversion_demo"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder = (tmp_path / "demo_output" / "conversion" / "longclip-demo-hf").resolve()
+    assert f"converted it into {folder}" in run.stdout and "loaded it in a fresh process" in run.stdout
+    assert (folder / "config.json").is_file()
 
 
 def test_scene_groups_differ_only_past_token_77():
@@ -36,16 +55,22 @@ def test_reduced_demo_248_tokens_beat_77_on_long_captions(tmp_path):
     from modeling_longclip.demo import DemoSettings, run
 
     settings = DemoSettings(train_groups=80, test_groups=15, clip_steps=200, longclip_steps=200, batch_size=32, seed=0)
-    results = run(tmp_path / "demo", settings, log=lambda *args: None)
-    clip, longclip = results["CLIP, 77 tokens"], results["Long-CLIP, 248 tokens"]
-    for direction in ("image_to_text_R@1", "text_to_image_R@1"):
-        assert longclip["long"][direction] >= clip["long"][direction] + 20, results
-        assert longclip["short"][direction] >= clip["short"][direction] - 5, results
-    assert clip["long"]["texts_too_long"] == 60 and longclip["long"]["texts_too_long"] == 0
-    assert json.loads((tmp_path / "demo" / "results.json").read_text()) == results
+    table = run(tmp_path / "demo", settings, log=lambda *args: None)
+    assert table["models"] == ["CLIP, 77 tokens", "Long-CLIP, 248 tokens"]
+    clip, longclip = table["rows"]
+    for direction in ("I2T R@1", "T2I R@1"):
+        assert longclip[f"long captions {direction}"] >= clip[f"long captions {direction}"] + 20, table
+        assert longclip[f"short captions {direction}"] >= clip[f"short captions {direction}"] - 5, table
+    results = {(r["model_name"], r["benchmark"]): r for r in table["results"]}
+    assert results["CLIP, 77 tokens", "long captions"]["model_type"] == "clip"  # the stock folder, as a baseline
+    assert results["CLIP, 77 tokens", "long captions"]["counts"]["texts_too_long"] == 60
+    assert results["Long-CLIP, 248 tokens", "long captions"]["counts"]["texts_too_long"] == 0
+    assert json.loads((tmp_path / "demo" / "results.json").read_text()) == table
     assert (tmp_path / "demo" / "results.png").stat().st_size > 1000
+    markdown = (tmp_path / "demo" / "results.md").read_text()
+    assert markdown.startswith("| Model | long captions I2T R@1 | long captions T2I R@1 | short captions I2T R@1 |")
+    assert "| CLIP, 77 tokens |" in markdown
     folder = tmp_path / "demo" / "longclip-248"
     from modeling_longclip.hub import validate_model_folder
 
     validate_model_folder(folder)
-    assert "| CLIP, 77 tokens |" in (tmp_path / "demo" / "results.md").read_text()

@@ -205,6 +205,7 @@ def test_proclip_stage2_teacher_checkpoints_resume_and_export(tmp_path, folders)
     a, b = load_file(whole / "checkpoint-6" / "model.safetensors"), load_file(resumed / "checkpoint-6" / "model.safetensors")
     for key in teacher_keys:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)  # same teacher state after resuming
+    assert {"modules.json", "sentence_bert_config.json", "README.md"} <= {p.name for p in whole.iterdir()}
     student = ProCLIPModel.from_pretrained(whole)
     teacher_patch = a["teacher.vision_model.embeddings.patch_embedding.weight"]
     assert not torch.equal(teacher_patch, student.vision_model.embeddings.patch_embedding.weight.detach())  # EMA lags
@@ -224,7 +225,7 @@ def test_stage2_and_distillation_read_the_feature_cache(tmp_path, folders, monke
     def no_llm(*args, **kwargs):
         raise AssertionError("the text model ran although cached features were given")
 
-    monkeypatch.setattr(LLM2CLIPModel, "encode_llm", no_llm)
+    monkeypatch.setattr(LLM2CLIPModel, "run_text_model", no_llm)
     out = tmp_path / "s2"
     argv = ["--stage", "2", *_args(root / "llm2clip", data, out, "--max_steps", "8", "--learning_rate", "1e-3", "--text_features", str(cache))]
     assert llm2clip_main(argv) == 0
@@ -235,3 +236,97 @@ def test_stage2_and_distillation_read_the_feature_cache(tmp_path, folders, monke
                                    "--teacher_model", str(root / "clip"), "--text_features", str(proclip_cache))]  # fmt: skip
     assert proclip_main(argv) == 0
     assert llm2clip_main(["--stage", "1", *_args(root / "llm2clip", data, tmp_path / "x", "--text_features", str(cache))]) == 2
+
+
+def test_proclip_stage1_loss_follows_the_authors_caption_sets(folders):
+    """The authors' train.py: mse(sum) on the short and on the second caption set, smooth-L1 over pdist on the short
+    set, on L2-normalized student (adapter) and teacher (CLIP text tower) embeddings."""
+    from transformers import AutoTokenizer
+
+    from modeling_longclip.training.collator import DistillationCollator
+    from modeling_longclip.training.dual_tower_models import AdapterDistillationModel
+
+    root, data = folders
+    model, processor = ProCLIPModel.from_pretrained(root / "proclip"), LLM2CLIPProcessor.from_pretrained(root / "proclip")
+    teacher, teacher_tokenizer = CLIPModel.from_pretrained(root / "clip"), AutoTokenizer.from_pretrained(root / "clip")
+    rows = [json.loads(line) for line in data.read_text().splitlines()][:4]
+    wrapper = AdapterDistillationModel(model, teacher)
+    with torch.no_grad():
+        loss = wrapper(**DistillationCollator(processor, teacher_tokenizer, captions="both")(rows)).loss
+
+        def embeddings(captions):
+            llm = processor(text=captions, return_tensors="pt")
+            student = model.get_text_features(llm["input_ids"], llm["attention_mask"], llm["pooling_mask"]).pooler_output
+            tokens = teacher_tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
+            target = teacher.get_text_features(**tokens).pooler_output
+            return F.normalize(student, dim=-1), F.normalize(target, dim=-1)
+
+        short_s, short_t = embeddings([row["caption"].split(". ")[0] for row in rows])
+        long_s, long_t = embeddings([row["caption"] for row in rows])
+        expected = F.mse_loss(short_s, short_t, reduction="sum") + F.mse_loss(long_s, long_t, reduction="sum")
+        expected = expected + F.smooth_l1_loss(F.pdist(short_s), F.pdist(short_t), reduction="sum")
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+        batch = DistillationCollator(processor, teacher_tokenizer, captions="random")(rows)  # the documented alternative
+        assert not any(key.startswith("long_") for key in batch)
+        one_set = wrapper(**batch).loss
+        assert one_set.item() != pytest.approx(loss.item(), rel=1e-3)
+
+
+def _with_logit_scale(source, target, value):
+    shutil.copytree(source, target)
+    cls = ProCLIPModel if "proclip" in source.name else LLM2CLIPModel
+    model = cls.from_pretrained(source)
+    model.logit_scale.data.fill_(value)
+    model.save_pretrained(target)
+    return target
+
+
+@pytest.mark.parametrize("family,start,bound", [("llm2clip", 5.0, math.log(100)), ("proclip", -1.0, 0.0)])
+def test_stage2_clamps_logit_scale_after_the_optimizer_step(tmp_path, folders, family, start, bound):
+    """`unwrap_model(model).logit_scale.clamp_(0, math.log(100))` after every step: one step of lr 1e-3 moves the
+    scale by about 1e-3, so a start outside [0, ln 100] must end exactly on the bound."""
+    root, data = folders
+    base = _with_logit_scale(root / family, tmp_path / family, start)
+    main = llm2clip_main if family == "llm2clip" else proclip_main
+    out = tmp_path / "out"
+    assert main(["--stage", "2", *_args(base, data, out, "--max_steps", "1", "--learning_rate", "1e-3")]) == 0
+    assert load_file(out / "model.safetensors")["logit_scale"].item() == torch.tensor(bound).item()
+
+
+def test_logit_scale_clamp_unwraps_and_writes_into_the_parameter():
+    from modeling_longclip.training.trainer import LogitScaleClampCallback
+
+    model, _ = _tiny_proclip()
+    wrapped = torch.nn.Module()
+    wrapped.module = EMATeacherContrastiveModel(model)  # like DDP(wrapper): the parameter is model.model.logit_scale
+    model.logit_scale.data.fill_(7.0)
+    LogitScaleClampCallback().on_optimizer_step(None, None, None, model=wrapped)
+    assert model.logit_scale.item() == torch.tensor(math.log(100)).item()
+
+
+def test_logit_scale_clamp_skips_a_zero3_partitioned_parameter(caplog):
+    from modeling_longclip.training.trainer import LogitScaleClampCallback
+
+    model, _ = _tiny_proclip()
+    model.logit_scale.data.fill_(7.0)
+    model.logit_scale.ds_id = 0  # partitioned by DeepSpeed ZeRO-3: the local tensor is not the value
+    callback = LogitScaleClampCallback()
+    with caplog.at_level("WARNING", logger="modeling_longclip.training.trainer"):
+        callback.on_optimizer_step(None, None, None, model=model)
+        callback.on_optimizer_step(None, None, None, model=model)
+    assert model.logit_scale.item() == 7.0
+    assert [r.getMessage() for r in caplog.records] == ["logit_scale is partitioned by DeepSpeed ZeRO-3: its clamp is skipped."]
+
+
+@pytest.mark.parametrize("convention, moves", [("authors", True), ("transformers", False)])
+def test_stage2_warmup_convention(tmp_path, folders, convention, moves):
+    """The authors' open_clip-style schedulers run step 0 at lr x 1 / warmup; transformers' at lr 0 (nothing moves)."""
+    root, data = folders
+    out = tmp_path / convention
+    argv = ["--stage", "2", *_args(root / "llm2clip", data, out, "--max_steps", "1", "--learning_rate", "1e-2"),
+            "--warmup_steps", "4", "--warmup_convention", convention]  # fmt: skip
+    assert llm2clip_main(argv) == 0
+    before = load_file(root / "llm2clip" / "model.safetensors")["visual_projection.weight"]
+    after = load_file(out / "model.safetensors")["visual_projection.weight"]
+    assert (not torch.equal(before, after)) == moves

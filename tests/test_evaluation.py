@@ -623,3 +623,23 @@ def test_write_results_is_atomic_and_names_the_markdown(tmp_path):
     assert markdown == tmp_path / "deep" / "scores.md" and json.loads(json_path.read_text()) == result
     assert "| m | b | p | 1 | 2 | 12.3 | 50.0 | 100.0 | 1.0 | 2.0 | 3.0 |" in markdown.read_text()
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["scores", "scores.md"]  # no temporaries left
+
+
+def test_reports_are_readable_by_others_and_respect_the_umask(tmp_path):
+    """atomic_write's temporary file is created 0600 by mkstemp; the finished file gets what open() would give."""
+    from modeling_longclip.files import atomic_write, current_umask
+
+    result = {"task": "retrieval", "model": "m", "benchmark": "b", "protocol": "p", "counts": {}}
+    previous = os.umask(0o022)
+    try:
+        assert current_umask() == 0o022
+        json_path, markdown = write_results(result, tmp_path / "r.json")
+        assert [p.stat().st_mode & 0o777 for p in (json_path, markdown)] == [0o644, 0o644]
+        os.umask(0o027)
+        atomic_write(tmp_path / "new.txt", lambda t: open(t, "w").write("x"))
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
+        os.chmod(json_path, 0o600)  # an existing file keeps its mode, as with open(path, "w")
+        write_results(result, json_path)
+        assert json_path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(previous)

@@ -1,5 +1,6 @@
-"""LLM feature cache (`modeling_longclip/features.py`): extraction, shards and index, resume, fingerprint, readers,
-caption sources and the command line, on a tiny random LLM2CLIP (Llama text tower) built offline."""
+"""LLM feature cache (features.py CLI over feature_store / feature_extraction / feature_fingerprint / caption_sources):
+extraction, shards and index, resume, fingerprint, keys, readers, caption sources and the command line, on a tiny
+random LLM2CLIP (Llama text tower) built offline."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from safetensors.torch import load_file
 
 from llm_fixtures import tiny_image_processor, tiny_llama3_tokenizer, tiny_llama_config, tiny_llm2clip_config
 from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor
-from modeling_longclip import features
+from modeling_longclip import feature_extraction, features
 from modeling_longclip.features import (
     FeatureCacheError,
     TextFeatureCache,
@@ -98,7 +99,7 @@ def test_round_trip_and_index_format(tmp_path, tiny):
     torch.testing.assert_close(from_cache, from_tokens, rtol=1e-5, atol=1e-5)
 
     index = json.loads((folder / "index.json").read_text())
-    assert index["format"] == 1 and index["dim"] == 64 and index["shards"] == ["shard-00000.safetensors"]
+    assert index["format"] == 2 and index["dim"] == 64 and index["shards"] == ["shard-00000.safetensors"]
     assert index["keys"] == {caption_key(t): [0, i] for i, t in enumerate(CAPTIONS)}
     fingerprint = index["model"]
     assert fingerprint["text_model_type"] == "llama" and fingerprint["hidden_size"] == 64
@@ -150,8 +151,8 @@ def test_duplicates_are_encoded_once(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(model, "encode_llm", counter)
     texts = [CAPTIONS[0], CAPTIONS[1], CAPTIONS[0], "  " + CAPTIONS[1] + "\n", CAPTIONS[2], CAPTIONS[0]]
     stats = run_extraction(model, processor, keyed(texts), tmp_path, batch_size=8, shard_size=2, progress=False)
-    assert (stats.encoded, stats.duplicates, stats.total) == (3, 3, 3) and counter.rows == 3
-    assert caption_key(" " + CAPTIONS[1]) == caption_key(CAPTIONS[1])  # the processor strips: one caption
+    assert (stats.encoded, stats.duplicates, stats.total) == (4, 2, 4) and counter.rows == 4
+    assert caption_key(" " + CAPTIONS[1]) != caption_key(CAPTIONS[1])  # llm2vec pools leading whitespace: two rows
     cache = TextFeatureCache(tmp_path)
     torch.testing.assert_close(cache.get_texts(texts), torch.stack([alone(model, processor, t) for t in texts]), rtol=0, atol=1e-5)
 
@@ -184,7 +185,7 @@ def test_resume_after_interruption_encodes_only_the_rest(tmp_path, tiny, monkeyp
 
 def test_unlisted_shard_and_temp_files_are_ignored_and_replaced(tmp_path, tiny, monkeypatch):
     model, processor = tiny
-    real_write_index, writes = features._write_index, []
+    real_write_index, writes = feature_extraction.write_index, []
 
     def dies_on_second_index_write(folder, index):  # the run dies between the shard's rename and the index's
         writes.append(1)
@@ -192,10 +193,10 @@ def test_unlisted_shard_and_temp_files_are_ignored_and_replaced(tmp_path, tiny, 
             raise RuntimeError("simulated interruption")
         real_write_index(folder, index)
 
-    monkeypatch.setattr(features, "_write_index", dies_on_second_index_write)
+    monkeypatch.setattr(feature_extraction, "write_index", dies_on_second_index_write)
     with pytest.raises(RuntimeError, match="simulated"):
         extract_text_features(model, processor, keyed(CAPTIONS[:6]), tmp_path, batch_size=2, shard_size=3, progress=False)
-    monkeypatch.setattr(features, "_write_index", real_write_index)
+    monkeypatch.setattr(feature_extraction, "write_index", real_write_index)
     assert (tmp_path / "shard-00001.safetensors").is_file()  # written, but not listed
     cache = TextFeatureCache(tmp_path)
     assert len(cache) == 3 and cache.shards == ["shard-00000.safetensors"]
@@ -273,17 +274,17 @@ def test_caption_sources_jsonl_keys_and_short_captions(tmp_path):
     assert len(source) == len(pairs)
     assert [text for _, text in pairs] == [
         "A red car parked by a tree. The street is sunny.", "A red car parked by a tree", "A red car.", "A red car.",
-        "An empty long caption.", "An empty long caption.", "Two dogs on a beach", "Two dogs on a beach",
-    ]  # fmt: skip
-    assert all(key == hashlib.sha1(text.strip().encode("utf-8")).hexdigest() for key, text in pairs)
+        "   ", "", "An empty long caption.", "An empty long caption.", "Two dogs on a beach", "Two dogs on a beach",
+    ]  # fmt: skip  (whitespace-only and empty captions are kept: llm2vec encodes them)
+    assert all(key == hashlib.sha1(text.encode("utf-8")).hexdigest() for key, text in pairs)  # the exact text
     assert short_caption_of(ROWS[0]["caption"]) == "A red car parked by a tree"
 
     by_id = list(iter_captions(path, ["caption", "short_caption"], id_column="id", derive_short=True))
     assert [key for key, _ in by_id] == [
         "img1", "img1:short", "img1:short_caption", "img1:short_caption:short",
-        "img2:short_caption", "img2:short_caption:short", "3", "3:short",
+        "img2", "img2:short", "img2:short_caption", "img2:short_caption:short", "3", "3:short",
     ]  # fmt: skip
-    assert list(iter_captions(path)) == [(caption_key(ROWS[0]["caption"]), ROWS[0]["caption"]), (caption_key("Two dogs on a beach"), "Two dogs on a beach")]
+    assert list(iter_captions(path)) == [(caption_key(row["caption"]), row["caption"]) for row in ROWS]
 
 
 def test_caption_sources_saved_dataset_csv_and_errors(tmp_path):
@@ -336,7 +337,7 @@ def test_cli_end_to_end(tmp_path, tiny, capsys):
     assert f"encoded {len(texts)} captions" in out and str(tmp_path / "cache") in out
 
     cache = TextFeatureCache(tmp_path / "cache")
-    assert len(cache) == len(texts) == 5 and len(cache.shards) == 2
+    assert len(cache) == len(texts) == 7 and len(cache.shards) == 3
     cache.check_model(model, processor)  # the folder's model, loaded elsewhere, is the one in memory
     expected = torch.stack([alone(model, processor, t) for t in texts])
     torch.testing.assert_close(cache.get_texts(texts), expected, rtol=0, atol=1e-5)
@@ -377,3 +378,57 @@ def test_progress_bar_counts_captions(tmp_path, tiny, capsys):
     assert "text features" in err and "6/6" in err
     with pytest.raises(TypeError, match="list"):
         TextFeatureCache(tmp_path).get_texts(CAPTIONS[0])
+
+
+def test_keys_are_the_exact_caption_and_empty_captions_are_cached(tmp_path, tiny):
+    model, processor = tiny
+    texts = ["a dog", " a dog", "a dog \n", "", "  "]
+    stats = run_extraction(model, processor, keyed(texts), tmp_path, progress=False)
+    assert stats.encoded == 5  # five keys: nothing is stripped before hashing
+    rows = TextFeatureCache(tmp_path).get_texts(texts)
+    torch.testing.assert_close(rows, torch.stack([alone(model, processor, t) for t in texts]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(rows[0], rows[2], rtol=0, atol=1e-5)  # llm2vec strips trailing whitespace only
+    assert (rows[0] - rows[1]).abs().max() > 1e-4  # the leading space is pooled
+    torch.testing.assert_close(rows[3], rows[4], rtol=0, atol=1e-5)  # both: the template alone, <|eot_id|> pooled
+
+
+def test_fingerprint_covers_llm2vec_settings_and_pooling_dtype(tmp_path, tiny):
+    model, processor = tiny
+    extract_text_features(model, processor, keyed(CAPTIONS[:2]), tmp_path, progress=False)
+    cache = TextFeatureCache(tmp_path)
+    assert cache.fingerprint["doc_max_length"] == 512 and cache.fingerprint["pooling_dtype"] == "model"
+    with pytest.raises(FeatureCacheError, match="doc_max_length"):
+        cache.check_model(model, LLM2CLIPProcessor(tiny_image_processor(), processor.tokenizer, doc_max_length=400))
+    with pytest.raises(FeatureCacheError, match="instruction_separator"):
+        cache.check_model(model, LLM2CLIPProcessor(tiny_image_processor(), processor.tokenizer, instruction_separator=None))
+    fp32_pooling = copy.deepcopy(model)
+    fp32_pooling.config.pooling_dtype = "float32"
+    with pytest.raises(FeatureCacheError, match="pooling_dtype"):
+        cache.check_model(fp32_pooling, processor)
+
+
+def test_format_1_caches_are_refused_with_a_clear_message(tmp_path, tiny, capsys):
+    model, processor = tiny
+    old = {"format": 1, "dim": 64, "model": {}, "shards": [], "keys": {}}
+    (tmp_path / "index.json").write_text(json.dumps(old))
+    with pytest.raises(FeatureCacheError, match="format 1.*extract again"):
+        TextFeatureCache(tmp_path)
+    with pytest.raises(FeatureCacheError, match="format 1"):
+        run_extraction(model, processor, keyed(CAPTIONS[:1]), tmp_path, progress=False)
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    write_jsonl(tmp_path / "c.jsonl", [{"caption": "a dog"}])
+    argv = ["--model", str(model_dir), "--captions", str(tmp_path / "c.jsonl"), "--output", str(tmp_path), "--no-progress", "--device", "cpu"]
+    assert main(argv) == 2 and "format 1" in capsys.readouterr().err
+    assert run_extraction(model, processor, keyed(CAPTIONS[:1]), tmp_path, progress=False, overwrite=True).encoded == 1
+    assert json.loads((tmp_path / "index.json").read_text())["format"] == 2
+
+
+def test_the_cli_module_still_offers_every_public_name():
+    from modeling_longclip import caption_sources, feature_fingerprint, feature_store
+
+    for name in features.__all__:
+        assert hasattr(features, name), name
+    assert features.TextFeatureCache is feature_store.TextFeatureCache and features.iter_captions is caption_sources.iter_captions
+    assert features.model_fingerprint is feature_fingerprint.model_fingerprint and features.run_extraction is run_extraction

@@ -314,3 +314,48 @@ def test_cli_subprocess_uploads_and_refuses(hub, tiny_longclip_folder, tmp_path)
     assert any(line.startswith("error: ") for line in bad_err.splitlines()) and "contrastive.py" in bad_err
     assert "Traceback" not in bad_err
     assert not any("broken" in call for call in hub.calls)
+
+
+TRAINING_STATE = {
+    "optimizer.pt": b"adam moments",
+    "scheduler.pt": b"cosine",
+    "scaler.pt": b"amp",
+    "rng_state.pth": b"rng",
+    "rng_state_1.pth": b"rng of rank 1",
+    "training_args.bin": b"pickled args",
+    "trainer_state.json": b'{"global_step": 10}',
+    "latest": b"global_step10",
+    "zero_to_fp32.py": b"# deepspeed's own script\n",
+    "global_step10/mp_rank_00_model_states.pt": b"zero shards",
+    "global_step10/bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt": b"zero optimizer",
+}
+
+
+def as_checkpoint(folder: Path) -> dict[str, bytes]:
+    """What Trainer (+ DeepSpeed) leaves beside the model in `checkpoint-*`; returns the model's own files."""
+    model_files = local_files(folder)
+    for name, content in TRAINING_STATE.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    return model_files
+
+
+def test_checkpoint_uploads_the_model_without_training_state(hub, tiny_longclip_folder, capsys):
+    model_files = as_checkpoint(tiny_longclip_folder)
+    assert sorted(hub_module.training_state_files(tiny_longclip_folder)) == sorted(TRAINING_STATE)
+
+    push_folder_to_hub(tiny_longclip_folder, "me/ckpt", token=TOKEN, endpoint=hub.url)
+    assert hub.files("me/ckpt") == model_files
+
+    main([str(tiny_longclip_folder), "--repo-id", "me/ckpt-cli", "--token", TOKEN, "--endpoint", hub.url])
+    assert hub.files("me/ckpt-cli") == model_files
+    out = capsys.readouterr().out
+    assert "left out the training state" in out and "optimizer.pt" in out and "--include-training-state" in out
+
+
+def test_include_training_state_uploads_everything(hub, tiny_longclip_folder, capsys):
+    model_files = as_checkpoint(tiny_longclip_folder)
+    main([str(tiny_longclip_folder), "--repo-id", "me/resume", "--token", TOKEN, "--endpoint", hub.url,
+          "--include-training-state"])  # fmt: skip
+    assert hub.files("me/resume") == {**model_files, **TRAINING_STATE}
+    assert "left out" not in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""LLM2CLIP: llm2vec encoding semantics token by token, the bidirectional text tower, conversion, loading."""
+"""LLM2CLIP: the bidirectional text tower, conversion, loading (llm2vec's encoding rules: test_llm2vec_semantics.py)."""
 
 import json
 import logging
@@ -17,8 +17,6 @@ from modeling_longclip.converters.llm2clip import convert_llm2clip
 from modeling_longclip.converters.openai_clip import CheckpointError
 from modeling_longclip.converters.reference_llm import reference_bidirectional_llama
 
-HEADER = "<|start_header_id|>user<|end_header_id|>\n\n"
-
 
 @pytest.fixture(scope="module")
 def llama_tokenizer():
@@ -30,33 +28,6 @@ def tiny_llm2clip(llama_tokenizer):
     torch.manual_seed(0)
     model = LLM2CLIPModel(tiny_llm2clip_config(tiny_llama_config(len(llama_tokenizer)))).eval()
     return model, LLM2CLIPProcessor(tiny_image_processor(), llama_tokenizer)
-
-
-def test_encoding_semantics_token_by_token(llama_tokenizer):
-    processor = LLM2CLIPProcessor(tiny_image_processor(), llama_tokenizer)
-    batch = processor(text=["  A red car.  ", "Two dogs run across the beach."], return_tensors=None)
-    ids, attention, pooling = batch["input_ids"][0], batch["attention_mask"][0], batch["pooling_mask"][0]
-    vocab = llama_tokenizer.get_vocab()
-    caption_ids = llama_tokenizer("A red car.", add_special_tokens=False)["input_ids"]
-    header_ids = llama_tokenizer(HEADER, add_special_tokens=False)["input_ids"]
-    real = [vocab["<|begin_of_text|>"], *header_ids, *caption_ids, vocab["<|eot_id|>"]]
-    pad = len(ids) - len(real)
-    assert pad > 0  # the second caption is longer: this one is left-padded
-    assert ids == [llama_tokenizer.pad_token_id] * pad + real
-    assert llama_tokenizer.pad_token == llama_tokenizer.eos_token == "<|eot_id|>"
-    assert attention == [0] * pad + [1] * len(real)
-    assert pooling == [0] * (pad + 1 + len(header_ids)) + [1] * (len(caption_ids) + 1)  # caption + <|eot_id|> only
-    assert llama_tokenizer.convert_ids_to_tokens(header_ids) == ["<|start_header_id|>", "user", "<|end_header_id|>", "ĊĊ"]
-
-
-def test_long_captions_lose_whole_words_first(llama_tokenizer):
-    processor = LLM2CLIPProcessor(tiny_image_processor(), llama_tokenizer, max_length=40)
-    caption = " ".join(["apples and oranges on a wooden table"] * 30)
-    fitted = processor.fit_caption(caption)
-    assert caption.startswith(fitted) and len(fitted.split()) < len(caption.split())
-    assert len(llama_tokenizer(fitted, add_special_tokens=False)["input_ids"]) <= 40
-    batch = processor(text=[caption])
-    assert batch["input_ids"].shape[1] <= 40
 
 
 def test_text_tower_is_bidirectional_and_padding_invariant(tiny_llm2clip):

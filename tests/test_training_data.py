@@ -229,19 +229,23 @@ def test_load_caption_file_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, content, kind",
+    "name, content, message",
     [
-        ("broken.jsonl", b'{"image": "a.jpg", "caption": "ok"}\n{not json at all\n[[[', "JSON"),
-        ("broken.json", b'[{"image": "a.jpg", "caption": "cut off', "JSON"),
-        ("broken.csv", b'image,caption\n"a.jpg,never closed\n\x00\xff,,,,\n', "CSV"),
+        ("broken.jsonl", b'{"image": "a.jpg", "caption": "ok"}\n\n{"image": "b.jpg", "caption": "x"}\n{not json at all\n[[[',
+         ":4: not valid JSON lines (Expecting property name enclosed in double quotes at column 2)."),
+        ("broken.json", b'[{"image": "a.jpg",\n  "caption": "cut off', ":2: not valid JSON (Unterminated string"),
+        ("pretty.json", b'[\n  {"image": "a.jpg", "caption": "ok"},\n  {"image": "b.jpg" "caption": "x"}\n]',
+         ":3: not valid JSON (Expecting ',' delimiter at column 21)."),
+        ("broken.csv", b'image,caption\n"a.jpg,never closed\n\x00\xff,,,,\n', ": cannot be read as CSV"),
     ],
-)
-def test_load_caption_file_unparseable_file_names_it(tmp_path, name, content, kind):
+)  # fmt: skip
+def test_load_caption_file_unparseable_file_names_it_and_the_line(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(DataError, match=f"cannot be read as {kind}") as error:
+    with pytest.raises(DataError) as error:
         load_caption_file(path)
-    assert str(path) in str(error.value)
+    assert str(error.value).startswith(str(path) + message)
+    assert "\n" not in str(error.value)
 
 
 def test_load_caption_file_tsv_keeps_quotes_verbatim(tmp_path):
@@ -356,7 +360,7 @@ def test_load_sharegpt4v_rejects_non_list_invalid_and_missing_files(tmp_path):
     invalid.write_text('[{"id": "x", "image": "a.jpg"', encoding="utf-8")
     with pytest.raises(DataError, match="not valid JSON") as error:
         load_sharegpt4v(invalid)
-    assert str(invalid) in str(error.value)
+    assert str(error.value).startswith(f"{invalid}:1: not valid JSON (Expecting ',' delimiter at column 30)")
 
     with pytest.raises(DataError, match="no such file"):
         load_sharegpt4v(tmp_path / "missing.json")
@@ -697,6 +701,40 @@ def test_collator_all_broken_first_batch_raises(tiny_longclip, image_dir):
     assert batch["pixel_values"].shape[0] == 1
 
 
+def test_data_without_a_loadable_image_is_refused_in_one_line(tiny_longclip, image_dir):
+    from modeling_longclip.training.data import DataError
+
+    _, processor = tiny_longclip
+    collator = ImageCaptionCollator(processor, image_root=image_dir)
+    rows = [{"image": f"gone{i}.jpg", "caption": "A caption."} for i in range(3)] + [{"image": "corrupt.jpg", "caption": "x"}]
+    with pytest.raises(DataError) as error:
+        collator.set_fallback(rows, source="train.jsonl")
+    message = str(error.value)
+    assert message.startswith("train.jsonl: none of the first 4 rows has a loadable image and a caption (")
+    assert f"row 0: missing image {image_dir / 'gone0.jpg'}; row 1: missing image" in message and "... 1 more" in message
+    assert f"check --image_root ({image_dir})" in message and "\n" not in message
+    with pytest.raises(DataError, match=f"row 0: corrupt image {image_dir / 'corrupt.jpg'}; row 1: empty caption"):
+        collator.set_fallback([rows[3], {"image": "x.jpg", "caption": " "}], source="s")
+
+
+def test_first_skipped_images_are_named_in_the_log(tiny_longclip, image_dir, caplog):
+    from modeling_longclip.training.collator import NAMED_SKIPS
+
+    _, processor = tiny_longclip
+    collator = ImageCaptionCollator(processor, image_root=image_dir)
+    good = {"image": file_of(image_dir, "page"), "caption": "A page."}
+    broken = [{"image": "corrupt.jpg", "caption": "x"}] + [{"image": f"gone{i}.jpg", "caption": "x"} for i in range(6)]
+    with caplog.at_level("WARNING", logger="modeling_longclip.training.collator"):
+        collator([good, *broken[:3], {"image": "gone.jpg", "caption": ""}])
+        collator([good, *broken[3:]])
+    named = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped a row")]
+    assert len(named) == NAMED_SKIPS == 5
+    assert named[0] == f"skipped a row: corrupt image {image_dir / 'corrupt.jpg'}"
+    assert named[1] == f"skipped a row: missing image {image_dir / 'gone0.jpg'}"
+    assert named[-1].endswith("gone3.jpg (further skips are only counted)")
+    assert collator.skips.totals() == [6, 1, 1]  # every skip is still counted
+
+
 def test_collator_on_imagefolder_and_webdataset_rows(tiny_longclip, clip_tokenizer, imagefolder, shards):
     _, processor = tiny_longclip
     collator = ImageCaptionCollator(processor)  # imagefolder paths are absolute, webdataset rows carry bytes
@@ -779,3 +817,32 @@ def test_dataloader_all_broken_batch_in_second_worker_is_refilled(tiny_longclip,
     batches = list(loader)
     assert collator.skips.totals() == [1, 1, 0]
     assert all(b["pixel_values"].shape[0] >= 1 for b in batches)
+
+
+def test_cached_training_looks_up_the_exact_caption(tmp_path):
+    """llm2vec embeds leading whitespace, so the feature cache keys on the exact text: the collator must not strip."""
+
+    class RecordingCache:
+        def __init__(self):
+            self.asked = []
+
+        def get_texts(self, texts):
+            self.asked.extend(texts)
+            return torch.zeros(len(texts), 4)
+
+    image = Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8))
+    rows = [
+        {"image": image, "caption": "  Leading space. Then more\n"},
+        {"image": image, "caption": "Given short. Long part", "short_caption": " own short "},
+    ]
+    cache = RecordingCache()
+    from conftest import tiny_image_processor
+    from modeling_longclip import LongCLIPProcessor
+    from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
+
+    processor = LongCLIPProcessor(tiny_image_processor(), build_clip_tokenizer(248))
+    collator = ImageCaptionCollator(processor, short_captions="random", text_features=cache, seed=3)
+    for epoch in range(6):  # the random pick visits both captions of each row
+        collator.epoch = epoch
+        collator(rows)
+    assert set(cache.asked) == {"  Leading space. Then more\n", "Leading space", "Given short. Long part", " own short "}

@@ -37,13 +37,16 @@ def convert_longclip_main(argv=None) -> int:
                         help="an existing HF CLIP tokenizer folder (default: build it from open_clip's BPE file)")
     parser.add_argument("--keep", type=int, default=20, help="position rows kept when stretching a 77-token CLIP")
     parser.add_argument("--ratio", type=int, default=4, help="stretch ratio for a 77-token CLIP (248 = 20 + 57 * 4)")
+    parser.add_argument("--exact-fp16", action=argparse.BooleanOptionalAction, default=True,
+                        help="stretch a 77-token CLIP in fp16 with the authors' operation order (their load_from_clip; "
+                        "bit-exact with their tables; default); --no-exact-fp16: the same formulas in fp32")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
 
     def action():
         report = convert_longclip(
             args.checkpoint, args.output, output_format=args.format, dtype=args.dtype, tokenizer=args.tokenizer,
-            keep=args.keep, ratio=args.ratio, overwrite=args.overwrite,
+            keep=args.keep, ratio=args.ratio, overwrite=args.overwrite, exact_fp16=args.exact_fp16,
         )  # fmt: skip
         for line in report.lines():
             print(line)
@@ -80,7 +83,7 @@ def convert_llm2clip_main(argv=None) -> int:
 
     return _dual_tower_main(
         "convert_llm2clip", "Merge the released LLM2CLIP CLIP part and its LLM text model into one self-contained folder.",
-        "--clip", "folder or Hub id of the CLIP part (vision tower + adapter)",
+        "--clip", "folder, Hub id or eva_clip .pt file of the CLIP part (vision tower + adapter)",
         "folder or Hub id of the text model (plain Llama keys + tokenizer)", convert_llm2clip, argv,
     )  # fmt: skip
 

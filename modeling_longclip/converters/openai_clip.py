@@ -9,7 +9,6 @@ against something that shares no code with it.
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,22 +25,25 @@ NON_WEIGHT_KEYS = {"input_resolution", "context_length", "vocab_size"}
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a raw `.pt` state dict with `weights_only=True`, unwrapping `{"state_dict": ...}` and `module.` prefixes."""
+    """Load a raw `.pt` state dict with `weights_only=True`, unwrapping `{"state_dict": ...}` and `module.` prefixes.
+
+    A TorchScript archive or a pickled object (a whole `nn.Module`) is refused in one line with an export hint.
+    """
+    import warnings
+
+    from .torch_files import is_torchscript_archive, unreadable_checkpoint_message
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file.")
+    if is_torchscript_archive(path):  # before torch.load, which would warn and dispatch to torch.jit.load
+        raise CheckpointError(unreadable_checkpoint_message(path, RuntimeError("TorchScript archive")))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - every unreadable file gets the same clear message
-        hint = ""
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                if any(name.endswith("constants.pkl") for name in archive.namelist()):
-                    hint = (
-                        " It is a TorchScript archive (like OpenAI's released ViT files): export its state dict with "
-                        "`torch.jit.load(path, map_location='cpu').state_dict()` and `torch.save` it first."
-                    )
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error}).{hint}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every unreadable file gets one clear line
+        raise CheckpointError(unreadable_checkpoint_message(path, error)) from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict) and not torch.is_tensor(obj.get(wrapper)):
             obj = obj[wrapper]
@@ -103,15 +105,21 @@ def _require(state_dict: dict, key: str, ndim: int | None = None) -> torch.Tenso
     return tensor
 
 
+def patch_grid(rows: int, key: str, class_token: bool = True) -> int:
+    """The side of the square patch grid a position table of `rows` rows covers (after the class token's row)."""
+    cells = rows - 1 if class_token else rows
+    grid = math.isqrt(max(cells, 0))
+    if grid * grid != cells or grid == 0:
+        raise CheckpointError(f"`{key}` has {rows} rows, not a square grid{' + 1' if class_token else ''}.")
+    return grid
+
+
 def infer_vision_shape(state_dict: dict, prefix: str = "visual.") -> VisionShape:
     if any(k.startswith(f"{prefix}layer1.") for k in state_dict):
         raise CheckpointError("ResNet image towers (RN50, ...) are not supported: only ViT checkpoints.")
     conv = _require(state_dict, f"{prefix}conv1.weight", 4)
     width, patch = conv.shape[0], conv.shape[-1]
-    positions = _require(state_dict, f"{prefix}positional_embedding", 2).shape[0]
-    grid = math.isqrt(positions - 1)
-    if grid * grid != positions - 1:
-        raise CheckpointError(f"`{prefix}positional_embedding` has {positions} rows, not a square grid + 1.")
+    grid = patch_grid(_require(state_dict, f"{prefix}positional_embedding", 2).shape[0], f"{prefix}positional_embedding")
     layers = count_layers(state_dict, f"{prefix}transformer.resblocks.")
     mlp_width = _require(state_dict, f"{prefix}transformer.resblocks.0.mlp.c_fc.weight", 2).shape[0]
     output_dim = _require(state_dict, f"{prefix}proj", 2).shape[1]

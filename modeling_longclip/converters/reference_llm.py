@@ -81,8 +81,9 @@ def reference_bidirectional_llama(state_dict: dict, config, input_ids: torch.Ten
 
 
 def reference_mean_pool(hidden: torch.Tensor, pooling_mask: torch.Tensor) -> torch.Tensor:
-    mask = pooling_mask.float().unsqueeze(-1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    """llm2vec's mean: per row, `torch.mean` over the pooled positions in the hidden states' dtype, then float32."""
+    rows = [h[m.bool()].mean(dim=0) if m.any() else h.new_zeros(h.shape[-1]) for h, m in zip(hidden, pooling_mask)]
+    return torch.stack(rows).float()
 
 
 @torch.no_grad()

@@ -1,16 +1,17 @@
-"""Batched encoding through the shared feature API, with an on-disk embedding cache.
+"""Batched encoding of benchmark files for any dual encoder, with an on-disk embedding cache.
 
-Every model family offers `encode_text(texts, processor=, batch_size=)` and `encode_image(images, processor=,
-batch_size=)` returning L2-normalized float32 rows, so this is the only place that turns benchmark files into
-embeddings. Images are decoded a batch at a time (the next batch in background threads while the current one is
-encoded), so memory does not grow with the benchmark.
+`embed.embed_texts` / `embed.embed_images` return L2-normalized float32 rows for this package's families (their own
+`encode_text` / `encode_image`) and for any other transformers dual encoder (CLIPModel, SiglipModel, ...), so this is
+the only place that turns benchmark files into embeddings. Images are decoded a batch at a time (the next batch in
+background threads while the current one is encoded), so memory does not grow with the benchmark.
 
 The cache stores one safetensors file per (model, data, settings). The key covers:
 - the model: the folder's config.json, processor / tokenizer files and code by content, weight files by name, size
   and mtime (hashing gigabytes of weights on every run would cost more than it saves); a model not loaded from a
   folder is fingerprinted by its config and the bytes of its state dict;
 - the data: each image's resolved path, size and mtime, or the exact list of texts;
-- the settings: model dtype, device type, processor kwargs (e.g. `long_text`) and the processor's own configuration.
+- the settings: model dtype, device type, processor kwargs (e.g. `long_text`), the processor's own configuration and
+  how inputs reach the model (`embed.encoder_signature`: the padding and length used for a foreign model).
 Batch size is not part of the key: pooled features do not depend on padding, so it changes only float rounding.
 """
 
@@ -35,6 +36,7 @@ from ..files import atomic_write
 from ..processing_longclip import LongTextTruncationWarning
 from ..training.collator import open_image
 from .benchmarks import BenchmarkError
+from .embed import embed_images, embed_texts, encoder_signature, text_limit
 
 DEFAULT_CACHE_DIR = Path("~/.cache/modeling_longclip/eval")
 CACHE_FORMAT = 1
@@ -183,16 +185,10 @@ def _device_and_dtype(model) -> dict:
     return {"device": getattr(device, "type", str(device)), "dtype": str(getattr(model, "dtype", None))}
 
 
-def text_limit(processor) -> int | None:
-    """The tokenizer's context length, or None when the processor has no tokenizer with a real limit."""
-    tokenizer = getattr(processor, "tokenizer", None)
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None
-
-
-def count_long_texts(processor, texts, batch: int = 1024) -> int | None:
-    """How many texts have more tokens (special tokens included) than the tokenizer's limit; None if unknown."""
-    limit = text_limit(processor)
+def count_long_texts(processor, texts, batch: int = 1024, model=None) -> int | None:
+    """How many texts have more tokens (special tokens included) than the model's limit (`embed.text_limit`); None if
+    unknown."""
+    limit = text_limit(processor, model)
     if limit is None:
         return None
     tokenizer, count = processor.tokenizer, 0
@@ -233,7 +229,11 @@ def encode_images(
 ) -> Encoded:
     """Image embeddings for `paths` in order, from the cache when the model, the files and the settings match."""
     paths = [Path(p) for p in paths]
-    settings = {**_device_and_dtype(model), "processor": processor_signature(processor)}
+    settings = {
+        **_device_and_dtype(model),
+        "processor": processor_signature(processor),
+        **encoder_signature(model, processor),
+    }
     key = cache.key("image", images_fingerprint(paths), settings) if cache else None
     if cache and (hit := cache.load("image", key, len(paths))) is not None:
         return Encoded(hit[0], "hit")
@@ -249,7 +249,7 @@ def encode_images(
             images = list(pending)
             if index + 1 < len(batches):  # decode the next batch while this one is encoded
                 pending = pool.map(_load_image, batches[index + 1])
-            chunks.append(model.encode_image(images, processor=processor, batch_size=batch_size).float().cpu())
+            chunks.append(embed_images(model, processor, images, batch_size=batch_size).float().cpu())
             bar.update(len(images))
     embeddings = torch.cat(chunks) if chunks else torch.zeros(0, 0)
     if cache:
@@ -270,12 +270,18 @@ def encode_texts(
     """Text embeddings in order, plus how many texts exceed the model's limit (counted here, not warned about)."""
     texts = list(texts)
     text_kwargs = dict(text_kwargs or {})
-    settings = {**_device_and_dtype(model), "processor": processor_signature(processor), "text_kwargs": text_kwargs}
+    settings = {
+        **_device_and_dtype(model),
+        "processor": processor_signature(processor),
+        "text_kwargs": text_kwargs,
+        **encoder_signature(model, processor),
+    }
     key = cache.key("text", texts_fingerprint(texts), settings) if cache else None
     if cache and (hit := cache.load("text", key, len(texts))) is not None:
         too_long = hit[1].get("too_long", "")
-        return Encoded(hit[0], "hit", int(too_long) if too_long.isdigit() else count_long_texts(processor, texts))
-    too_long = count_long_texts(processor, texts)
+        counted = int(too_long) if too_long.isdigit() else count_long_texts(processor, texts, model=model)
+        return Encoded(hit[0], "hit", counted)
+    too_long = count_long_texts(processor, texts, model=model)
     chunks = []
     with (
         warnings.catch_warnings(),
@@ -283,10 +289,10 @@ def encode_texts(
     ):
         for category in _truncation_warnings(processor):
             warnings.simplefilter("ignore", category)
-        chunk = batch_size * TEXT_BATCHES_PER_CALL  # encode_text sorts each chunk by length before batching it
+        chunk = batch_size * TEXT_BATCHES_PER_CALL  # each chunk is sorted by length before it is batched
         for start in range(0, len(texts), chunk):
             batch = texts[start : start + chunk]
-            embeds = model.encode_text(batch, processor=processor, batch_size=batch_size, **text_kwargs)
+            embeds = embed_texts(model, processor, batch, batch_size=batch_size, **text_kwargs)
             chunks.append(embeds.float().cpu())
             bar.update(len(batch))
     embeddings = torch.cat(chunks) if chunks else torch.zeros(0, 0)

@@ -69,16 +69,21 @@ def _classification_row(result: dict) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def _long_text_notes(results: list[dict]) -> list[str]:
+def long_text_notes(results: list[dict]) -> list[str]:
+    """One line per result with texts past the model's limit: how many, and whether truncated or windowed (each line
+    names the model when the results come from several)."""
     notes = []
+    several = len({r.get("model") for r in results}) > 1
     for result in results:
         counts = result.get("counts", {})
         too_long, limit = counts.get("texts_too_long"), counts.get("text_limit")
         if too_long:
             mode = result.get("settings", {}).get("text_kwargs", {}).get("long_text", "truncate")
             handled = "encoded in windows" if mode == "window" else "truncated"
+            model = f"{result.get('model_name') or result.get('model')}, " if several else ""
+            where = f"{model}{result.get('benchmark')} ({result.get('protocol')})"
             notes.append(
-                f"{result.get('benchmark')} ({result.get('protocol')}): {too_long:,} of {counts.get('texts', 0):,} "
+                f"{where}: {too_long:,} of {counts.get('texts', 0):,} "
                 f"texts exceed the model's {limit}-token limit and were {handled}."
             )
     return notes
@@ -98,7 +103,7 @@ def markdown_table(results: dict | list[dict]) -> str:
         header = "| Model | Benchmark | Protocol | Images | Classes | Top-1 | Top-5 |"
         rule = "|---|---|---|---:|---:|---:|---:|"
         blocks.append("\n".join([header, rule, *map(_classification_row, classification)]))
-    notes = ["Recall and accuracy in percent."] + _long_text_notes(results)
+    notes = ["Recall and accuracy in percent."] + long_text_notes(results)
     return "\n\n".join(blocks + ["\n".join(notes)]) + "\n"
 
 
@@ -122,4 +127,4 @@ def write_results(results: dict, output: str | Path) -> tuple[Path, Path]:
     return output, markdown
 
 
-__all__ = ["base_result", "markdown_path", "markdown_table", "write_results"]
+__all__ = ["base_result", "long_text_notes", "markdown_path", "markdown_table", "write_results"]

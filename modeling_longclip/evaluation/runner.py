@@ -1,4 +1,5 @@
-"""The Python API: evaluate a loaded model on a loaded benchmark, or on a benchmark named by the registry."""
+"""The Python API: evaluate a loaded model on a loaded benchmark, a benchmark named by the registry, or several saved
+model folders (this package's or any transformers dual encoder's) on the same data."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import torch
 
-from .benchmarks import ClassificationSet, RetrievalSet, load_benchmark
-from .encoding import EmbeddingCache, encode_images, encode_texts, text_limit
+from .benchmarks import BenchmarkError, ClassificationSet, RetrievalSet, load_benchmark
+from .embed import has_own_encoders
+from .encoding import EmbeddingCache, encode_images, encode_texts, model_fingerprint, text_limit
 from .metrics import retrieval_recall_from_embeddings
 from .report import base_result
 from .zeroshot import evaluate_zeroshot
@@ -51,7 +53,7 @@ def evaluate_retrieval(
                 "texts": len(dataset.texts),
                 "captions_per_image": {"min": fewest, "max": most},
                 "texts_too_long": texts.too_long,
-                "text_limit": text_limit(processor),
+                "text_limit": text_limit(processor, model),
             },
             **recall,
             "ties": "expected value under uniformly random tie-breaking",
@@ -85,4 +87,59 @@ def evaluate_benchmark(
     return evaluate(model, processor, dataset, **kwargs)
 
 
-__all__ = ["evaluate", "evaluate_benchmark", "evaluate_retrieval"]
+def load_model(model_dir: str | Path, device: str | None = None):
+    """AutoModel + AutoProcessor (trust_remote_code) from a saved folder, in eval mode on `device` (default: cuda when
+    available). Any dual encoder loads: this package's families, CLIPModel, SiglipModel, ..."""
+    from transformers import AutoModel, AutoProcessor
+
+    model_dir = Path(model_dir).expanduser()
+    if not model_dir.is_dir():
+        raise BenchmarkError(f"{model_dir}: no such model folder.")
+    if not (model_dir / "config.json").is_file():
+        raise BenchmarkError(f"{model_dir}: not a saved model folder (no config.json).")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError(f"--device {device}: CUDA is not available on this machine.")
+    try:
+        model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=True).eval().to(device)
+        processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=True)
+    except (OSError, ValueError) as error:  # unreadable weights or tokenizer files, unknown model_type: one line
+        raise BenchmarkError(f"{model_dir}: cannot load the model or its processor ({error}).") from None
+    if not has_own_encoders(model) and not all(
+        callable(getattr(model, name, None)) for name in ("get_text_features", "get_image_features")
+    ):
+        raise BenchmarkError(f"{model_dir}: {type(model).__name__} is not a dual encoder (no get_text_features / "
+                             "get_image_features).")  # fmt: skip
+    return model, processor
+
+
+def evaluate_folders(
+    folders: Sequence[str | Path],
+    datasets: Sequence[RetrievalSet | ClassificationSet],
+    *,
+    names: Sequence[str] | None = None,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    text_kwargs: dict | None = None,
+    **kwargs,
+) -> list[dict]:
+    """Every model folder on every dataset, one model in memory at a time; results in (folder, dataset) order.
+
+    `names` replaces the folder paths in the reports; `cache_dir=None` turns the embedding cache off. `text_kwargs`
+    (e.g. `long_text="window"`) go to this package's processors only: other models truncate at their limit.
+    """
+    if names is not None and len(names) != len(folders):
+        raise ValueError(f"{len(names)} names for {len(folders)} model folders")
+    results = []
+    for index, folder in enumerate(folders):
+        model, processor = load_model(folder, device)
+        cache = EmbeddingCache(cache_dir, model_fingerprint(model, folder)) if cache_dir is not None else None
+        own = dict(text_kwargs or {}) if has_own_encoders(model) else None
+        name = names[index] if names is not None else str(Path(folder).expanduser())
+        for dataset in datasets:
+            results.append(evaluate(model, processor, dataset, cache=cache, text_kwargs=own, model_name=name, **kwargs))
+        del model, processor
+    return results
+
+
+__all__ = ["evaluate", "evaluate_benchmark", "evaluate_folders", "evaluate_retrieval", "load_model"]

@@ -143,7 +143,7 @@ def evaluate_zeroshot(
                 "templates": len(templates),
                 "texts": len(prompts),
                 "texts_too_long": texts.too_long,
-                "text_limit": text_limit(processor),
+                "text_limit": text_limit(processor, model),
             },
             "accuracy": accuracy,
             "ties": "expected value under uniformly random tie-breaking",

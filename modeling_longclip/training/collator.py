@@ -10,14 +10,19 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import logging
 import multiprocessing
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .data import short_caption_of
+from .data import DataError, short_caption_of
+
+logger = logging.getLogger(__name__)
 
 SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption")
+NAMED_SKIPS = 5  # the first skipped rows of a process are named in the log (reason and path); later ones only counted
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
 
 class SkipCounts:
@@ -26,6 +31,16 @@ class SkipCounts:
 
     def __init__(self):
         self._counts = multiprocessing.Array("q", len(SKIP_REASONS))
+        self._named = multiprocessing.Value("q", 0)
+
+    def name(self, reason: str, what: str) -> None:
+        """Log one skipped row (reason and image) while fewer than NAMED_SKIPS were named by this process's workers."""
+        with self._named.get_lock():
+            if self._named.value >= NAMED_SKIPS:
+                return
+            self._named.value += 1
+            last = self._named.value == NAMED_SKIPS
+        logger.warning("skipped a row: %s %s%s", reason.replace("_", " "), what, " (further skips are only counted)" if last else "")
 
     def add(self, skipped: dict[str, int]) -> None:
         with self._counts.get_lock():
@@ -48,19 +63,48 @@ def pick_caption(pair: tuple[str, str], seed: int, epoch: int) -> str:
     return pair[digest[0] & 1]
 
 
+def image_path(reference, image_root: str | Path | None = None) -> Path | None:
+    """Where a path reference (or a `{"path"}` dict) points, relative to `image_root`; None for in-memory images."""
+    if isinstance(reference, dict):
+        reference = reference.get("path")
+    if not isinstance(reference, (str, Path)) or not str(reference):
+        return None
+    return Path(image_root) / reference if image_root and not Path(reference).is_absolute() else Path(reference)
+
+
+def describe_image(reference, image_root: str | Path | None = None) -> str:
+    """How a log line or an error names an image reference."""
+    path = image_path(reference, image_root)
+    if isinstance(reference, dict) and reference.get("bytes"):
+        return f"<{len(reference['bytes'])} bytes{f' from {path}' if path else ''}>"
+    if isinstance(reference, Image.Image):
+        return "<PIL image>"
+    return str(path) if path else "<no image>"
+
+
 def open_image(reference, image_root: str | Path | None = None) -> Image.Image:
     """A decoded RGB image from a path (relative to `image_root`), a `{"path", "bytes"}` dict or a PIL image."""
     if isinstance(reference, Image.Image):
         return reference.convert("RGB")
-    if isinstance(reference, dict):
-        if reference.get("bytes"):
-            return Image.open(io.BytesIO(reference["bytes"])).convert("RGB")
-        reference = reference.get("path")
-    if not reference:
+    if isinstance(reference, dict) and reference.get("bytes"):
+        return Image.open(io.BytesIO(reference["bytes"])).convert("RGB")
+    path = image_path(reference, image_root)
+    if path is None:
         raise FileNotFoundError("row has no image")
-    path = Path(image_root) / reference if image_root and not Path(reference).is_absolute() else Path(reference)
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def load_row_image(row: dict, image_root) -> tuple[Image.Image | None, str | None]:
+    """(decoded image, None) or (None, skip reason) for one row; the caption is checked first, like the collator."""
+    if not (row.get("caption") or "").strip():
+        return None, "empty_caption"
+    try:
+        return open_image(row.get("image"), image_root), None
+    except FileNotFoundError:
+        return None, "missing_image"
+    except DECODE_ERRORS:
+        return None, "corrupt_image"
 
 
 class ImageCaptionCollator:
@@ -91,40 +135,44 @@ class ImageCaptionCollator:
         self.skips = SkipCounts()
         self._last_good = None  # refills a batch whose every row was broken, so no process ever sees an empty one
 
-    def set_fallback(self, rows, max_rows: int = 100) -> None:
+    def set_fallback(self, rows, max_rows: int = 100, source: str = "the training data") -> None:
         """Decode one usable row of `rows` now, so that an all-broken batch in any worker can be refilled.
 
         Each DataLoader worker starts from a copy of this collator, so a refill row learned in one worker is not seen
-        by the others; this one travels with every copy.
+        by the others; this one travels with every copy. Data without any usable row among the first `max_rows` is
+        refused here (a DataError naming `source` and the first failures), before training starts.
         """
-        for row in itertools.islice(iter(rows), max_rows):
-            caption = (row.get("caption") or "").strip()
-            try:
-                image = open_image(row.get("image"), self.image_root) if caption else None
-            except (OSError, ValueError, SyntaxError):
-                continue
+        failures, tried = [], 0
+        for index, row in enumerate(itertools.islice(iter(rows), max_rows)):
+            tried += 1
+            image, reason = load_row_image(row, self.image_root)
             if image is not None:
-                self._last_good = ([image], [caption], [(row.get("short_caption") or "").strip() or short_caption_of(caption)])
+                caption = row["caption"]
+                self._last_good = ([image], [caption], [short_caption_for(row, caption)])
                 return
-        raise ValueError(f"none of the first {max_rows} rows has a readable image and a caption; check the data paths.")
+            if len(failures) < 3:
+                what = "" if reason == "empty_caption" else " " + describe_image(row.get("image"), self.image_root)
+                failures.append(f"row {index}: {reason.replace('_', ' ')}{what}")
+        if not tried:
+            raise DataError(f"{source}: no rows to train on.")
+        raise DataError(
+            f"{source}: none of the first {tried} rows has a loadable image and a caption (" + "; ".join(failures)
+            + (f"; ... {tried - len(failures)} more" if tried > len(failures) else "")
+            + f"); check --image_root{f' ({self.image_root})' if self.image_root else ''} and the image column."
+        )
 
     def __call__(self, rows: list[dict]) -> dict:
         skipped = dict.fromkeys(SKIP_REASONS, 0)
         images, captions, shorts = [], [], []
         for row in rows:
-            caption = (row.get("caption") or "").strip()
-            if not caption:
-                skipped["empty_caption"] += 1
+            image, reason = load_row_image(row, self.image_root)
+            if image is None:
+                skipped[reason] += 1
+                if reason != "empty_caption":
+                    self.skips.name(reason, describe_image(row.get("image"), self.image_root))
                 continue
-            try:
-                image = open_image(row.get("image"), self.image_root)
-            except FileNotFoundError:
-                skipped["missing_image"] += 1
-                continue
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-                skipped["corrupt_image"] += 1
-                continue
-            short = (row.get("short_caption") or "").strip() or short_caption_of(caption)
+            caption = row["caption"]
+            short = short_caption_for(row, caption)
             images.append(image)
             captions.append(caption)
             shorts.append(short)
@@ -154,16 +202,27 @@ class ImageCaptionCollator:
         return batch
 
 
+def short_caption_for(row: dict, caption: str, columns: tuple[str, ...] = ("short_caption",)) -> str:
+    """The row's own short (or positive) caption as given, else the derived one (from the stripped caption, as the
+    feature cache derives it). Captions are never stripped here: llm2vec embeds leading whitespace, so the cache
+    keys on the exact text and training must look up the same text."""
+    for column in columns:
+        value = row.get(column) or ""
+        if value.strip():
+            return value
+    return short_caption_of(caption.strip())
+
+
 def _texts_of(rows: list[dict]) -> tuple[list[str], list[str], int]:
     """(captions, short or positive captions, number of rows skipped for an empty caption)."""
     captions, partners, empty = [], [], 0
     for row in rows:
-        caption = (row.get("caption") or "").strip()
-        if not caption:
+        caption = row.get("caption") or ""
+        if not caption.strip():
             empty += 1
             continue
         captions.append(caption)
-        partners.append((row.get("positive") or row.get("short_caption") or "").strip() or short_caption_of(caption))
+        partners.append(short_caption_for(row, caption, columns=("positive", "short_caption")))
     if not captions:
         raise ValueError("a batch without any non-empty caption; check the caption column.")
     return captions, partners, empty
@@ -186,18 +245,24 @@ class CaptionPairCollator:
         return batch
 
 
+DISTILL_CAPTIONS = ("both", "random")
+
+
 class DistillationCollator:
     """Captions for adapter distillation: LLM inputs (or cached LLM embeddings) and the CLIP teacher's tokens at the
-    teacher's own context length; one of the long / short caption per sample (`pick_caption`), like the image-text
-    stages."""
+    teacher's own context length.
 
-    def __init__(self, processor, teacher_tokenizer, text_features=None, seed: int = 0):
+    captions "both" (the authors' train.py): the short caption of every sample under the plain keys and its long
+    caption under `long_*` keys; "random": one of the two per sample (`pick_caption`), like the image-text stages.
+    """
+
+    def __init__(self, processor, teacher_tokenizer, text_features=None, seed: int = 0, captions: str = "both"):
+        if captions not in DISTILL_CAPTIONS:
+            raise ValueError(f"captions must be one of {DISTILL_CAPTIONS}, got {captions!r}")
         self.processor, self.teacher_tokenizer, self.text_features = processor, teacher_tokenizer, text_features
-        self.seed, self.epoch, self.skips = seed, 0, SkipCounts()
+        self.seed, self.epoch, self.skips, self.captions = seed, 0, SkipCounts(), captions
 
-    def __call__(self, rows: list[dict]) -> dict:
-        captions, shorts, empty = _texts_of(rows)
-        captions = [pick_caption(pair, self.seed, self.epoch) for pair in zip(captions, shorts)]
+    def _encode(self, captions: list[str], prefix: str = "") -> dict:
         teacher = self.teacher_tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
         batch = {"teacher_input_ids": teacher["input_ids"], "teacher_attention_mask": teacher["attention_mask"]}
         if self.text_features is not None:
@@ -205,5 +270,13 @@ class DistillationCollator:
         else:
             encoded = self.processor(text=captions, return_tensors="pt")
             batch.update({k: encoded[k] for k in ("input_ids", "attention_mask", "pooling_mask")})
+        return {prefix + key: value for key, value in batch.items()}
+
+    def __call__(self, rows: list[dict]) -> dict:
+        captions, shorts, empty = _texts_of(rows)
+        if self.captions == "random":
+            batch = self._encode([pick_caption(pair, self.seed, self.epoch) for pair in zip(captions, shorts)])
+        else:
+            batch = {**self._encode(shorts), **self._encode(captions, prefix="long_")}
         self.skips.add({"empty_caption": empty})
         return batch

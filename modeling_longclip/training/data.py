@@ -62,7 +62,43 @@ def read_table_file(path: Path):
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as error:  # noqa: BLE001 - any parse failure: one clear message
+        located = json_error_location(path) if builder == "json" else None
+        if located:
+            raise DataError(f"{path}:{located}") from None
         raise DataError(f"{path}: cannot be read as {builder.upper()} ({type(error).__name__}: {error}).") from None
+
+
+def json_error_location(path: Path) -> str | None:
+    """`LINE: ...` for the first malformed line of a JSON lines file (or the error position in one JSON document);
+    None when the text parses (the failure lies elsewhere, e.g. in the column types)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        json.loads(text)
+        return None
+    except json.JSONDecodeError as document_error:
+        lines = text.splitlines()
+        first = next((line.strip() for line in lines if line.strip()), "")
+        if not (_parses(first) or (first.startswith("{") and first != "{")):  # one (pretty-printed) document
+            return _json_position(document_error, "not valid JSON")
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as error:
+                return _json_position(error, "not valid JSON lines", number)
+    return None
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def _json_position(error: json.JSONDecodeError, what: str, line: int | None = None) -> str:
+    return f"{line or error.lineno}: {what} ({error.msg} at column {error.colno})."
 
 
 def load_caption_file(path: str | Path, image_column="image", caption_column="caption", short_caption_column=None):
@@ -101,7 +137,7 @@ def load_sharegpt4v(path: str | Path, split: str = "train"):
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error}).") from None
+        raise DataError(f"{path}:{_json_position(error, 'not valid JSON')}") from None
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of ShareGPT4V records, got {type(records).__name__}.")
     chosen = range(SHAREGPT4V_TEST_RECORDS, len(records)) if split == "train" else range(min(SHAREGPT4V_TEST_RECORDS, len(records)))

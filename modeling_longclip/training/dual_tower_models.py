@@ -64,7 +64,11 @@ class CaptionContrastiveModel(_Wrapper):
 
 
 class AdapterDistillationModel(_Wrapper):
-    """ProCLIP stage 1: only the adapter trains, towards a frozen CLIP text tower's embeddings (L_ins + L_struct)."""
+    """ProCLIP stage 1: only the adapter trains, towards a frozen CLIP text tower's embeddings.
+
+    Loss = L_ins + L_struct on the captions under the plain keys, plus L_ins on the `long_*` captions when the collator
+    sends them (the authors' train.py: the instance term on both caption sets, the structure term on the short set).
+    """
 
     def __init__(self, model, teacher, structure_form: str = "smooth_l1"):
         super().__init__()
@@ -72,14 +76,29 @@ class AdapterDistillationModel(_Wrapper):
         freeze_all_but(self.model, self.model.text_adapter)
         self.teacher.requires_grad_(False)
 
-    def forward(self, teacher_input_ids, teacher_attention_mask, input_ids=None, attention_mask=None,
-                pooling_mask=None, text_embeds=None, return_loss=True, **kwargs) -> StageOutput:  # fmt: skip
+    def _student_and_target(self, teacher_input_ids, teacher_attention_mask, input_ids, attention_mask, pooling_mask,
+                            text_embeds):  # fmt: skip
         with torch.no_grad():
             target = pooled_features(self.teacher.get_text_features(input_ids=teacher_input_ids, attention_mask=teacher_attention_mask))
             if text_embeds is None:
                 text_embeds = self.model.encode_llm(input_ids, attention_mask, pooling_mask)
-        student = pooled_features(self.model.get_text_features(text_embeds=text_embeds))
-        return StageOutput(loss=distillation_loss(student, target, self.structure_form))
+        return pooled_features(self.model.get_text_features(text_embeds=text_embeds)), target
+
+    def forward(self, teacher_input_ids, teacher_attention_mask, input_ids=None, attention_mask=None,
+                pooling_mask=None, text_embeds=None, long_teacher_input_ids=None, long_teacher_attention_mask=None,
+                long_input_ids=None, long_attention_mask=None, long_pooling_mask=None, long_text_embeds=None,
+                return_loss=True, **kwargs) -> StageOutput:  # fmt: skip
+        student, target = self._student_and_target(
+            teacher_input_ids, teacher_attention_mask, input_ids, attention_mask, pooling_mask, text_embeds
+        )
+        loss = distillation_loss(student, target, self.structure_form)
+        if long_teacher_input_ids is not None:
+            student, target = self._student_and_target(
+                long_teacher_input_ids, long_teacher_attention_mask, long_input_ids, long_attention_mask,
+                long_pooling_mask, long_text_embeds,
+            )  # fmt: skip
+            loss = loss + instance_distillation_loss(student, target)
+        return StageOutput(loss=loss)
 
 
 class EMATeacherContrastiveModel(_Wrapper):

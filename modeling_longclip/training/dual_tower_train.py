@@ -9,11 +9,13 @@
         short captions per sample; text embeddings from the feature cache or computed on the fly
     proclip-train --stage 1 --model_name_or_path ProCLIP-init --teacher_model clip-vit-large-patch14 \
         --train_file captions.jsonl --output_dir runs/p1
-        adapter distillation towards a frozen CLIP text tower (L_ins + L_struct, sum reductions)
+        adapter distillation towards a frozen CLIP text tower (L_ins on the short and the long captions, L_struct on
+        the short ones, sum reductions; --distill_captions random: one caption per sample)
     proclip-train --stage 2 --model_name_or_path runs/p1 --train_file pairs.jsonl --image_root img/ --output_dir runs/p2
         contrastive tuning of image tower + adapter with an EMA self-distillation teacher
 
-Every TrainingArguments flag keeps its transformers meaning; each stage's defaults follow its paper.
+Every TrainingArguments flag keeps its transformers meaning; each stage's defaults follow its paper. LLM2CLIP and
+ProCLIP stage 2 clamp `logit_scale` into [0, ln 100] after every optimizer step, as the authors' train.py does.
 """
 
 from __future__ import annotations
@@ -25,17 +27,24 @@ from pathlib import Path
 
 from transformers import AutoModel, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
-from ..converters.export import render_model_card
+from ..converters.export import render_model_card, write_sentence_transformers_files
 from ..hub import validate_model_folder
 from ..modeling_llm2clip import LLM2CLIPModel
 from ..modeling_proclip import ProCLIPModel
 from ..processing_llm2clip import LLM2CLIPProcessor
-from .collator import CaptionPairCollator, DistillationCollator, ImageCaptionCollator
+from .collator import DISTILL_CAPTIONS, CaptionPairCollator, DistillationCollator, ImageCaptionCollator
 from .data import DataError
 from .dual_tower_models import AdapterDistillationModel, CaptionContrastiveModel, EMATeacherContrastiveModel
-from .longclip_train import DataArguments, load_training_data
+from .longclip_train import DataArguments, data_source, load_training_data
 from .losses import STRUCTURE_FORMS
-from .trainer import CollatorEpochCallback, ContrastiveTrainer, EMATeacherCallback, finish_distributed
+from .trainer import (
+    CollatorEpochCallback,
+    ContrastiveTrainer,
+    EMATeacherCallback,
+    WARMUP_CONVENTIONS,
+    LogitScaleClampCallback,
+    finish_distributed,
+)
 
 
 @dataclass
@@ -59,6 +68,17 @@ class DualTowerArguments:
         default=None, metadata={"help": "Stage 1 (ProCLIP): CLIP or Long-CLIP folder whose text tower is the teacher."}
     )
     structure_loss: str = field(default="smooth_l1", metadata={"help": f"ProCLIP structure term: {STRUCTURE_FORMS}."})
+    distill_captions: str = field(
+        default="both",
+        metadata={"choices": DISTILL_CAPTIONS, "help": "Stage 1 (ProCLIP): both: instance term on the short and the "
+                  "long caption of each sample, structure term on the short ones (the authors' code); random: one of "
+                  "the two per sample, both terms on it."},
+    )  # fmt: skip
+    warmup_convention: str = field(
+        default="authors",
+        metadata={"choices": WARMUP_CONVENTIONS, "help": "authors: step k warms up at lr x (k + 1) / warmup, as the "
+                  "open_clip-style schedulers of both authors' code; transformers: k / warmup (step 0 at lr 0)."},
+    )  # fmt: skip
     ema_decay: float = field(default=0.999, metadata={"help": "Stage 2 (ProCLIP): EMA decay of the image teacher."})
     reg_weight: float = field(default=4e-4, metadata={"help": "Stage 2 (ProCLIP): self-distillation weight."})
     reg_reference_batch: int = field(
@@ -147,16 +167,16 @@ def build_stage(family: str, stage: str, args: DualTowerArguments, model, proces
             raise DataError(
                 f"the teacher embeds in {teacher.config.projection_dim} dims, the ProCLIP model in {model.config.projection_dim}."
             )
-        collator = DistillationCollator(processor, teacher_tokenizer, cache, seed=training_args.seed)
+        collator = DistillationCollator(processor, teacher_tokenizer, cache, seed=training_args.seed, captions=args.distill_captions)
         return AdapterDistillationModel(model, teacher, args.structure_loss), collator, []
     collator = ImageCaptionCollator(processor, None, short_captions="random", text_features=cache, seed=training_args.seed)
     if family == "llm2clip":
         model.text_model.requires_grad_(False)
-        return model, collator, []
+        return model, collator, [LogitScaleClampCallback()]
     wrapper = EMATeacherContrastiveModel(
         model, args.ema_decay, args.reg_weight, args.reg_reference_batch or None, args.structure_loss
     )
-    return wrapper, collator, [EMATeacherCallback()]
+    return wrapper, collator, [EMATeacherCallback(), LogitScaleClampCallback()]
 
 
 def _export(family: str, stage: str, trainable, processor, args: DualTowerArguments, data_args, training_args, steps: int):
@@ -170,7 +190,7 @@ def _export(family: str, stage: str, trainable, processor, args: DualTowerArgume
     model.save_pretrained(output)
     processor.save_pretrained(output)
     description, _ = STAGES[(family, stage)]
-    data = data_args.train_shards or data_args.train_dir or data_args.train_file
+    data = data_source(data_args)
     card = render_model_card(
         "dual_tower_finetuned",
         model_family={"llm2clip": "LLM2CLIP", "proclip": "ProCLIP"}[family],
@@ -182,6 +202,7 @@ def _export(family: str, stage: str, trainable, processor, args: DualTowerArgume
         weight_decay=training_args.weight_decay,
     )
     (output / "README.md").write_text(card, encoding="utf-8")
+    write_sentence_transformers_files(output, model, processor)
     validate_model_folder(output)
 
 
@@ -194,7 +215,7 @@ def train_stage(family: str, stage: str, args: DualTowerArguments, data_args: Da
     trainable, collator, callbacks = build_stage(family, stage, args, model, processor, training_args)
     if isinstance(collator, ImageCaptionCollator):
         collator.image_root = data_args.image_root
-        collator.set_fallback(dataset)
+        collator.set_fallback(dataset, source=data_source(data_args))
     trainer = ContrastiveTrainer(
         model=trainable,
         args=training_args,
@@ -202,6 +223,7 @@ def train_stage(family: str, stage: str, args: DualTowerArguments, data_args: Da
         data_collator=collator,
         callbacks=[*callbacks, CollatorEpochCallback(collator)],
         vision_layer_decay=args.vision_layer_decay if (family, stage) == ("llm2clip", "2") else None,
+        warmup_convention=args.warmup_convention,
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_state()

@@ -3,9 +3,11 @@
     longclip-train --model_name_or_path LongCLIP-B-hf --train_file data.jsonl --image_root images/ \
         --output_dir runs/longclip --per_device_train_batch_size 128 --num_train_epochs 1 --bf16
 
-Every standard `TrainingArguments` flag keeps its transformers meaning; the defaults follow the authors (AdamW
-lr 1e-6, weight decay 0.01, 200 warmup steps then cosine). Launch on several GPUs or nodes with `torchrun` or
-`accelerate launch`; DeepSpeed and FSDP come through `--deepspeed` / `--fsdp` (configs/ has ready files).
+Every standard `TrainingArguments` flag keeps its transformers meaning; the defaults follow the authors' train.py
+(AdamW lr 1e-6 with weight decay 0.01 on every trainable tensor in one group, 200 warmup steps at lr x (k + 1) / 200
+then cosine, no gradient clipping, fp16 stretching); `--decay_convention trainer`, `--warmup_convention transformers`
+and `--no_exact_fp16` give transformers' conventions / fp32 arithmetic instead. Launch on several GPUs or nodes with
+`torchrun` or `accelerate launch`; DeepSpeed and FSDP come through `--deepspeed` / `--fsdp` (configs/ has ready files).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import CLIPModel, CLIPProcessor, HfArgumentParser, TrainingArguments, set_seed
+from transformers.integrations import is_deepspeed_zero3_enabled
 
-from ..converters.export import render_model_card
+from ..converters.export import render_model_card, write_sentence_transformers_files
 from ..hub import validate_model_folder
 from ..modeling_longclip import LongCLIPModel
 from ..processing_longclip import LongCLIPProcessor
@@ -29,7 +32,15 @@ from .data import (
     load_sharegpt4v,
     load_webdataset,
 )
-from .trainer import ContrastiveTrainer, ModelCardCallback, finish_distributed
+from .trainer import (
+    DECAY_CONVENTIONS,
+    WARMUP_CONVENTIONS,
+    ContrastiveTrainer,
+    FrozenRowsCallback,
+    ModelCardCallback,
+    RecipeError,
+    finish_distributed,
+)
 
 
 @dataclass
@@ -42,6 +53,11 @@ class ModelArguments:
     )
     keep_positions: int = field(default=20, metadata={"help": "Position rows kept (and frozen) when stretching."})
     stretch_ratio: int = field(default=4, metadata={"help": "Stretch ratio: keep + (77 - keep) * ratio positions."})
+    exact_fp16: bool = field(
+        default=True,
+        metadata={"help": "Stretch in fp16 with the authors' operation order (load_from_clip; bit-exact with their "
+                  "tables). --no_exact_fp16: the same formulas in fp32 (differs by ~1e-4)."},
+    )  # fmt: skip
     logit_scale_init: float = field(default=4.6052, metadata={"help": "logit_scale after stretching (ln 100)."})
     pca_components: int | None = field(default=None, metadata={"help": "Override the config's PCA components."})
     short_caption_loss_weight: float | None = field(default=None, metadata={"help": "Override the short-term weight."})
@@ -72,13 +88,25 @@ class LongCLIPTrainingArguments(TrainingArguments):
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (authors: 0.01)."})
     warmup_steps: float = field(default=200, metadata={"help": "Linear warmup steps before the cosine decay."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warmup."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (authors: none, 0)."})
+    decay_convention: str = field(
+        default="authors",
+        metadata={"choices": DECAY_CONVENTIONS, "help": "authors: weight decay on every trainable tensor, one AdamW "
+                  "group (the frozen position rows are written back after each step); trainer: transformers' groups "
+                  "(no decay on biases, LayerNorms, position tables and logit_scale)."},
+    )  # fmt: skip
+    warmup_convention: str = field(
+        default="authors",
+        metadata={"choices": WARMUP_CONVENTIONS, "help": "authors: warmup step k runs at lr x (k + 1) / warmup_steps; "
+                  "transformers: at lr x k / warmup_steps (the first step at 0)."},
+    )  # fmt: skip
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep raw columns: the collator needs them."})
 
 
 def build_model_and_processor(args: ModelArguments):
     if args.stretch_from_clip:
         clip = CLIPModel.from_pretrained(args.model_name_or_path, attn_implementation=args.attn_implementation)
-        model = LongCLIPModel.from_clip(clip, keep=args.keep_positions, ratio=args.stretch_ratio)
+        model = LongCLIPModel.from_clip(clip, keep=args.keep_positions, ratio=args.stretch_ratio, exact_fp16=args.exact_fp16)
         model.logit_scale.data.fill_(args.logit_scale_init)
         model.config.logit_scale_init_value = args.logit_scale_init
         clip_processor = CLIPProcessor.from_pretrained(args.model_name_or_path)  # without torchvision on every 5.x
@@ -93,6 +121,11 @@ def build_model_and_processor(args: ModelArguments):
         if getattr(args, name) is not None:
             setattr(model.config, name, getattr(args, name))
     return model, processor
+
+
+def data_source(args: DataArguments) -> str | None:
+    """The file, folder or shard pattern the rows come from, as messages and model cards name it."""
+    return args.train_shards or args.train_dir or args.train_file
 
 
 def load_training_data(args: DataArguments, training_args: TrainingArguments, text_only: bool = False):
@@ -122,7 +155,7 @@ def load_training_data(args: DataArguments, training_args: TrainingArguments, te
 
 
 def _card_renderer(model, model_args, data_args, training_args):
-    data = data_args.train_shards or data_args.train_dir or data_args.train_file
+    data = data_source(data_args)
 
     def render(steps: int) -> str:
         world = max(training_args.world_size, 1)
@@ -145,20 +178,27 @@ def _card_renderer(model, model_args, data_args, training_args):
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: LongCLIPTrainingArguments):
+    if training_args.decay_convention == "authors" and is_deepspeed_zero3_enabled():
+        raise RecipeError(
+            "DeepSpeed ZeRO-3 partitions the position table, so its frozen rows cannot be written back after the "
+            "decayed optimizer step: use ZeRO-1/2, or --decay_convention trainer (no decay on the position tables)."
+        )
     set_seed(training_args.seed)
+    dataset = load_training_data(data_args, training_args)  # bad data is refused before the model loads
     model, processor = build_model_and_processor(model_args)
-    dataset = load_training_data(data_args, training_args)
     render_card = _card_renderer(model, model_args, data_args, training_args)
     drop_text_masks = model.text_padding_mask_optional(processor)
     collator = ImageCaptionCollator(processor, data_args.image_root, short_captions="pair", drop_text_masks=drop_text_masks)
-    collator.set_fallback(dataset)
+    collator.set_fallback(dataset, source=data_source(data_args))
     trainer = ContrastiveTrainer(
         model=model,
         args=training_args,
         train_dataset=dataset,
         data_collator=collator,
         processing_class=processor,
-        callbacks=[ModelCardCallback(render_card)],
+        callbacks=[ModelCardCallback(render_card), FrozenRowsCallback()],
+        decay_convention=training_args.decay_convention,
+        warmup_convention=training_args.warmup_convention,
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
@@ -166,6 +206,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     trainer.save_metrics("train", result.metrics)
     if trainer.is_world_process_zero():
         (Path(training_args.output_dir) / "README.md").write_text(render_card(trainer.state.global_step), encoding="utf-8")
+        write_sentence_transformers_files(training_args.output_dir, trainer.model, processor)
         validate_model_folder(training_args.output_dir)
     finish_distributed(trainer)
     return trainer, result
@@ -176,7 +217,7 @@ def main(argv=None) -> int:
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     try:
         train(model_args, data_args, training_args)
-    except DataError as error:
+    except (DataError, RecipeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,22 +1,37 @@
 """`Trainer` glue for the contrastive families: no loop of our own, only what Trainer cannot know.
 
 The loss comes from `model(**batch, return_loss=True)` (which gathers negatives across processes itself); rows the
-collator skipped (its `skips` counts) are summed over processes into the logs; the frozen position rows and
-`logit_scale` get no weight decay; every checkpoint gets a model card so it is Hub-ready like a converted folder.
+collator skipped (its `skips` counts) are summed over processes into the logs; every checkpoint gets a model card so
+it is Hub-ready like a converted folder.
+
+What surrounds the loss follows the authors where a recipe says so (see `decay_convention` / `warmup_convention`):
+Long-CLIP's train.py builds one AdamW group over every parameter and sets lr x (k + 1) / warmup before step k;
+transformers' convention leaves biases, LayerNorms (and here the position tables and `logit_scale`) undecayed and
+starts its warmup at 0. LLM2CLIP and ProCLIP clamp `logit_scale` into [0, ln 100] after every optimizer step.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import logging
+import math
 import re
 from pathlib import Path
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
 
+from ..modeling_longclip import PartiallyFrozenEmbedding
+from ..converters.export import write_sentence_transformers_files
 from .collator import SKIP_REASONS
 
+logger = logging.getLogger(__name__)
+
 NO_DECAY_SUFFIXES = ("position_embedding.weight", "logit_scale")
+DECAY_CONVENTIONS = ("authors", "trainer")
+WARMUP_CONVENTIONS = ("authors", "transformers")
 
 
 def vision_layer_depth(name: str, num_layers: int) -> int:
@@ -28,15 +43,59 @@ def vision_layer_depth(name: str, num_layers: int) -> int:
     return num_layers - int(match.group(1)) if match else num_layers + 1
 
 
+class RecipeError(ValueError):
+    """A recipe option this setup cannot honour (e.g. under DeepSpeed ZeRO-3); the message names the option."""
+
+
+def authors_warmup(step: int, warmup: int, after) -> float:
+    """Long-CLIP's warmup factor (train/scheduler.py): (k + 1) / warmup before step k, then the schedule `after`."""
+    return (step + 1) / warmup if step < warmup else after(step)
+
+
 class ContrastiveTrainer(Trainer):
-    def __init__(self, *args, vision_layer_decay: float | None = None, **kwargs):
+    """decay_convention: "trainer" (transformers: no decay on biases, LayerNorms, position tables, logit_scale) or
+    "authors" (one group, every trainable tensor decayed; pair it with FrozenRowsCallback so decoupled decay cannot
+    shrink frozen rows). warmup_convention: "transformers" (factor k / warmup) or "authors" ((k + 1) / warmup)."""
+
+    def __init__(self, *args, vision_layer_decay: float | None = None, decay_convention: str = "trainer",
+                 warmup_convention: str = "transformers", **kwargs):  # fmt: skip
+        if decay_convention not in DECAY_CONVENTIONS:
+            raise ValueError(f"decay_convention must be one of {DECAY_CONVENTIONS}, got {decay_convention!r}.")
+        if warmup_convention not in WARMUP_CONVENTIONS:
+            raise ValueError(f"warmup_convention must be one of {WARMUP_CONVENTIONS}, got {warmup_convention!r}.")
+        if vision_layer_decay is not None and decay_convention == "authors":
+            raise ValueError("layer-wise lr decay builds its own groups: use it with decay_convention='trainer'.")
         super().__init__(*args, **kwargs)
         self.vision_layer_decay = vision_layer_decay
+        self.decay_convention, self.warmup_convention = decay_convention, warmup_convention
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """Trainer's schedule; with the authors' warmup convention every warmup step k runs at lr x (k + 1) / warmup
+        (the first step already moves the weights) and the steps after follow Trainer's schedule unchanged."""
+        created = self.lr_scheduler is None
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        warmup = self.args.get_warmup_steps(num_training_steps)
+        if not created or self.warmup_convention != "authors" or warmup <= 0:
+            return scheduler
+        if not isinstance(scheduler, LambdaLR):
+            raise ValueError(
+                f"--warmup_convention authors shifts a LambdaLR schedule; `{self.args.lr_scheduler_type}` is "
+                f"{type(scheduler).__name__}: use --warmup_convention transformers with it."
+            )
+        if any(after(0) != 0 for after in scheduler.lr_lambdas):  # e.g. `constant`: this schedule has no warmup
+            return scheduler
+        lambdas = [functools.partial(authors_warmup, warmup=warmup, after=after) for after in scheduler.lr_lambdas]
+        self.lr_scheduler = LambdaLR(scheduler.optimizer, lambdas)
+        return self.lr_scheduler
 
     def create_optimizer(self, model=None):
-        """AdamW as Trainer builds it, plus optional layer-wise learning-rate decay over the ViT (LLM2CLIP stage 2)."""
+        """Trainer's optimizer (one AdamW group under the authors' decay convention), or layer-wise learning-rate decay
+        over the ViT (LLM2CLIP stage 2)."""
         if self.vision_layer_decay is None or self.optimizer is not None:
-            return super().create_optimizer(model)
+            optimizer = super().create_optimizer(model)
+            if self.decay_convention == "authors" and isinstance(getattr(optimizer, "param_groups", None), list):
+                optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+            return optimizer
         model = model or self.model
         decay_names = set(self.get_decay_parameter_names(model))
         num_layers = model.config.vision_config.num_hidden_layers
@@ -57,6 +116,8 @@ class ContrastiveTrainer(Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def get_decay_parameter_names(self, model) -> list[str]:
+        if self.decay_convention == "authors":  # the authors' `AdamW(model.parameters(), weight_decay=...)`
+            return [name for name, _ in model.named_parameters()]
         # Position tables: their frozen rows must not move at all (decoupled weight decay would shrink them).
         return [name for name in super().get_decay_parameter_names(model) if not name.endswith(NO_DECAY_SUFFIXES)]
 
@@ -85,16 +146,81 @@ def finish_distributed(trainer) -> None:
 
 
 class ModelCardCallback(TrainerCallback):
-    """Writes README.md into every checkpoint folder (and the caller writes it into the final folder)."""
+    """Writes README.md and the sentence-transformers files into every checkpoint folder (the caller writes them
+    into the final folder), so each checkpoint is a complete, Hub-ready model folder."""
 
     def __init__(self, render_card):
         self.render_card = render_card
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 (folder / "README.md").write_text(self.render_card(state.global_step), encoding="utf-8")
+                if model is not None and processing_class is not None:
+                    write_sentence_transformers_files(folder, _unwrapped(model), processing_class)
+
+
+def _unwrapped(model):
+    while hasattr(model, "module"):  # DDP / DeepSpeed engines keep the model in `.module`
+        model = model.module
+    return model
+
+
+def _partitioned(param) -> bool:
+    """DeepSpeed ZeRO-3 keeps only a shard of each parameter on a process (the local tensor is empty)."""
+    return getattr(param, "ds_id", None) is not None
+
+
+class FrozenRowsCallback(TrainerCallback):
+    """Writes the frozen first rows of every `PartiallyFrozenEmbedding` back after each optimizer step.
+
+    The rows get no gradient, but decoupled weight decay (the authors' decay convention decays the position table)
+    would still shrink them. The authors keep them in a separate parameter the optimizer never sees; writing the rows
+    back gives the same weights: rows < keep bit-exact, the later rows decayed and trained like theirs.
+    """
+
+    def __init__(self):
+        self.frozen: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.frozen = []
+        for module in _unwrapped(model).modules():
+            if isinstance(module, PartiallyFrozenEmbedding) and module.keep and module.weight.requires_grad:
+                if _partitioned(module.weight):
+                    raise RecipeError(
+                        "DeepSpeed ZeRO-3 partitions the position table, so its frozen rows cannot be written back after "
+                        "each step: train with ZeRO-1/2, or with --decay_convention trainer (no decay on it)."
+                    )
+                self.frozen.append((module.weight, module.weight[: module.keep].detach().clone()))
+
+    @torch.no_grad()
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        for weight, rows in self.frozen:
+            weight[: rows.shape[0]].copy_(rows)
+
+
+class LogitScaleClampCallback(TrainerCallback):
+    """Clamps the `logit_scale` parameter into [low, high] after every optimizer step, written back into the
+    parameter (LLM2CLIP's and ProCLIP's train.py: `unwrap_model(model).logit_scale.clamp_(0, math.log(100))`).
+
+    Under DeepSpeed ZeRO-3 the parameter is partitioned: the clamp is skipped with a warning (the ProCLIP forward
+    still caps the scale it uses). Under ZeRO-1/2 it clamps the module's copy, as the authors' DeepSpeed runs did.
+    """
+
+    def __init__(self, low: float = 0.0, high: float = math.log(100.0)):
+        self.low, self.high, self.warned = low, high, False
+
+    @torch.no_grad()
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        for name, param in _unwrapped(model).named_parameters():
+            if param.requires_grad and (name == "logit_scale" or name.endswith(".logit_scale")):
+                if _partitioned(param):
+                    if not self.warned:
+                        logger.warning("logit_scale is partitioned by DeepSpeed ZeRO-3: its clamp is skipped.")
+                        self.warned = True
+                    continue
+                param.clamp_(self.low, self.high)
 
 
 class EMATeacherCallback(TrainerCallback):

@@ -1,0 +1,183 @@
+"""`longclip-export-onnx FOLDER`: the text and image feature paths of a model folder as two ONNX graphs.
+
+Writes FOLDER/onnx/text_model.onnx (input_ids, attention_mask, and pooling_mask for LLM2CLIP / ProCLIP ->
+text_features) and FOLDER/onnx/vision_model.onnx (pixel_values -> image_features): the projected, un-normalized
+features of `get_text_features` / `get_image_features`, in float32, with dynamic batch and sequence axes. Before
+anything is kept, onnxruntime runs both graphs on inputs of another batch size and length than the traced ones and
+must agree with PyTorch within the tolerance; otherwise nothing is written. Not part of the model payload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .converters.export import ConversionError, atomic_folder, ensure_writable
+
+ONNX_FOLDER = "onnx"
+OPSET = 18
+# fp32 graphs of the same math in another kernel order: error grows with the feature scale, not with model size.
+RELATIVE_TOLERANCE = 1e-4
+
+# Traced with two padded captions; checked with three others (another batch size and length, one past CLIP's 77
+# tokens) and one alone (no padding).
+TRACE_TEXTS = ("a red car parked next to a green tree", "two dogs")
+_HARBOUR = "a wide photograph of a busy harbour at dawn, fishing boats moored along a wooden pier, gulls above the masts. "
+CHECK_TEXTS = (
+    ("a bowl of fruit", _HARBOUR * 4, "a cat on a sofa"),
+    ("a lighthouse with a green lantern stands on the rocks at the far left of the bay",),
+)
+TEXT_INPUTS = ("input_ids", "attention_mask", "pooling_mask")
+
+
+class ExportError(ConversionError):
+    """The ONNX export was refused: the graphs disagree with PyTorch, or the folder cannot be exported."""
+
+
+class TextFeatures(nn.Module):
+    """get_text_features(...).pooler_output with positional inputs, as the tracer needs."""
+
+    def __init__(self, model: nn.Module, input_names: tuple[str, ...]):
+        super().__init__()
+        self.model, self.input_names = model, input_names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.get_text_features(**dict(zip(self.input_names, inputs)), return_dict=True).pooler_output
+
+
+class ImageFeatures(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
+
+
+@dataclass
+class GraphCheck:
+    """Largest |onnxruntime - PyTorch| over the check batches of one graph, and the tolerance it had to meet."""
+
+    name: str
+    inputs: tuple[str, ...]
+    output: str
+    max_abs_diff: float
+    tolerance: float
+    shapes: list[tuple[int, ...]]
+
+    def line(self) -> str:
+        shapes = ", ".join("x".join(map(str, s)) for s in self.shapes)
+        return (
+            f"{self.name}: ({', '.join(self.inputs)}) -> {self.output}; onnxruntime vs PyTorch max |diff| = "
+            f"{self.max_abs_diff:.2e} (tolerance {self.tolerance:.1e}) on inputs {shapes}"
+        )
+
+
+def _text_batch(processor, texts, names=None) -> dict[str, torch.Tensor]:
+    encoded = processor(text=list(texts), return_tensors="pt", padding=True)
+    names = names or tuple(n for n in TEXT_INPUTS if n in encoded)
+    return {n: encoded[n] for n in names}
+
+
+def _image_batch(processor, count: int, seed: int) -> torch.Tensor:
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    images = [Image.fromarray((rng.rand(48 + 16 * i, 64, 3) * 255).astype("uint8")) for i in range(count)]
+    return processor(images=images, return_tensors="pt")["pixel_values"].float()
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name: str, sequence: bool) -> None:
+    axes = {name: ({0: "batch", 1: "sequence"} if sequence else {0: "batch"}) for name in input_names}
+    axes[output_name] = {0: "batch"}
+    with warnings.catch_warnings():  # the tracer's notes on shape-dependent Python code that it keeps symbolic
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, str(path), input_names=list(input_names), output_names=[output_name],
+            dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+        )  # fmt: skip
+
+
+def _check(path: Path, module: nn.Module, batches: list[dict[str, torch.Tensor]], name: str, output: str) -> GraphCheck:
+    import onnx
+    import onnxruntime
+
+    onnx.checker.check_model(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst, tolerance, shapes = 0.0, 0.0, []
+    for batch in batches:
+        with torch.no_grad():
+            expected = module(*batch.values()).float().numpy()
+        got = session.run([output], {k: v.numpy() for k, v in batch.items()})[0]
+        if got.shape != expected.shape:
+            raise ExportError(f"{name}: onnxruntime gives shape {got.shape}, PyTorch {expected.shape}.")
+        worst = max(worst, float(np.abs(got - expected).max()))
+        tolerance = max(tolerance, RELATIVE_TOLERANCE * max(1.0, float(np.abs(expected).max())))
+        shapes.append(tuple(next(iter(batch.values())).shape))
+    return GraphCheck(name, tuple(batches[0]), output, worst, tolerance, shapes)
+
+
+def export_onnx(folder: str | Path, overwrite: bool = False) -> list[GraphCheck]:
+    """Export FOLDER's text and image feature graphs into FOLDER/onnx, checked with onnxruntime; atomic."""
+    from transformers import AutoModel, AutoProcessor
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ExportError(f"{folder} is not a model folder (no config.json).")
+    output = ensure_writable(folder / ONNX_FOLDER, overwrite)
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32, attn_implementation="eager")
+    model = model.eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    for method in ("get_text_features", "get_image_features"):
+        if not hasattr(model, method):
+            raise ExportError(f"{folder}: {type(model).__name__} has no {method}; not a dual-tower model.")
+
+    trace_text = _text_batch(processor, TRACE_TEXTS)
+    names = tuple(trace_text)
+    text, image = TextFeatures(model, names), ImageFeatures(model)
+    text_batches = [_text_batch(processor, texts, names) for texts in CHECK_TEXTS]
+    image_batches = [{"pixel_values": _image_batch(processor, n, seed=n)} for n in (3, 1)]
+    with atomic_folder(output, overwrite) as staging:
+        text_path, vision_path = staging / "text_model.onnx", staging / "vision_model.onnx"
+        _export(text, tuple(trace_text.values()), text_path, names, "text_features", sequence=True)
+        _export(image, (_image_batch(processor, 2, seed=0),), vision_path, ("pixel_values",), "image_features", sequence=False)
+        checks = [
+            _check(text_path, text, text_batches, "text_model.onnx", "text_features"),
+            _check(vision_path, image, image_batches, "vision_model.onnx", "image_features"),
+        ]
+        failed = [c for c in checks if not c.max_abs_diff <= c.tolerance]
+        if failed:
+            lines = "; ".join(c.line() for c in failed)
+            raise ExportError(f"onnxruntime disagrees with PyTorch, nothing written: {lines}")
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="longclip-export-onnx",
+        description="Export a model folder's text and image feature paths to FOLDER/onnx/{text,vision}_model.onnx, "
+        "checked with onnxruntime against PyTorch before anything is kept.",
+    )
+    parser.add_argument("folder", help="a converted or fine-tuned model folder (Long-CLIP, stock CLIP, LLM2CLIP, ProCLIP)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing FOLDER/onnx")
+    args = parser.parse_args(argv)
+    try:
+        checks = export_onnx(args.folder, overwrite=args.overwrite)
+    except (ConversionError, OSError, ValueError) as error:
+        print(f"longclip-export-onnx: {error}", file=sys.stderr)
+        return 2
+    for check in checks:
+        print(check.line())
+    print(f"wrote {Path(args.folder) / ONNX_FOLDER}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
