@@ -17,7 +17,7 @@ from .configuration_longclip import LongCLIPConfig
 from .image_processing_longclip import LongCLIPImageProcessor
 from .tokenization_longclip import LongCLIPTokenizer, LongTextTruncationWarning, clean_texts, warn_truncated
 
-from .transformers_compat import PortableProcessorMixin
+from .transformers_compat import LEGACY_TRANSFORMERS, PortableProcessorMixin
 
 LONG_TEXT_MODES = ("truncate", "window")
 TEXT_OPTIONS = ("long_text", "original_padding", "padding", "truncation", "max_length")
@@ -31,10 +31,11 @@ try:
     _auto_image_processor = AutoImageProcessor.register and AutoImageProcessor
 except ImportError:  # transformers < 5.20 without torchvision exports a placeholder; its processors use the module's
     _auto_image_processor = importlib.import_module("transformers.models.auto.image_processing_auto").AutoImageProcessor
-_auto_image_processor.register(
-    LongCLIPConfig, slow_image_processor_class=LongCLIPImageProcessor, fast_image_processor_class=LongCLIPImageProcessor,
-    exist_ok=True,
-)  # fmt: skip
+# 4.x accepts only BaseImageProcessorFast subclasses as the fast class; this one serves both roles on 5.x.
+_image_processor_roles = {"slow_image_processor_class": LongCLIPImageProcessor}
+if not LEGACY_TRANSFORMERS:
+    _image_processor_roles["fast_image_processor_class"] = LongCLIPImageProcessor
+_auto_image_processor.register(LongCLIPConfig, **_image_processor_roles, exist_ok=True)
 
 
 def as_cleaning_tokenizer(tokenizer):

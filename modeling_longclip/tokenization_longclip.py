@@ -13,7 +13,9 @@ import html
 import re
 import warnings
 
-from transformers import CLIPTokenizer
+# 5.x's CLIPTokenizer is the tokenizers-backed class and CLIPTokenizerFast its alias; on 4.x only CLIPTokenizerFast
+# is, and saved folders hold tokenizer.json alone, which 4.x's slow CLIPTokenizer cannot read.
+from transformers import CLIPTokenizerFast as CLIPTokenizer
 
 try:
     import ftfy
@@ -105,6 +107,16 @@ class LongCLIPTokenizer(CLIPTokenizer):
         if not kwargs.get("is_split_into_words", False):
             text, text_pair = clean_texts(text), clean_texts(text_pair)
         return super()._encode_plus(text, text_pair, *args, **kwargs)
+
+    if hasattr(CLIPTokenizer, "_batch_encode_plus"):  # transformers 4.x sends batches here, not to _encode_plus
+
+        def _batch_encode_plus(self, batch_text_or_text_pairs, *args, **kwargs):
+            if not kwargs.get("is_split_into_words", False):
+                batch_text_or_text_pairs = [
+                    clean_texts(item) if isinstance(item, str) else type(item)(clean_texts(list(item)))
+                    for item in batch_text_or_text_pairs
+                ]
+            return super()._batch_encode_plus(batch_text_or_text_pairs, *args, **kwargs)
 
 
 LongCLIPTokenizer.register_for_auto_class("AutoTokenizer")

@@ -24,7 +24,8 @@ from modeling_longclip.converters.synthetic_zoo import random_siglip2_release
 
 FOLDERS = ("longclip", "proclip", "llm2clip", "eva02", "siglip2")
 OTHER_PYTHONS = os.environ.get("LONGCLIP_OTHER_TRANSFORMERS", "").split()
-TEXTS = ["a cat on a sofa", "  a long description of a harbour at dawn, " * 14]
+# plain, past 77 tokens, and text the original tokenizer cleans first (entities, curly quotes, ligature, full-width)
+TEXTS = ["a cat on a sofa", "  a long description of a harbour at dawn, " * 14, "Caf&eacute; \u201cﬁne\u201d &amp;amp; ＦＵＬＬ"]
 
 pytestmark = pytest.mark.skipif(
     not OTHER_PYTHONS, reason="LONGCLIP_OTHER_TRANSFORMERS names no interpreter (scripts/test.sh sets it)"
