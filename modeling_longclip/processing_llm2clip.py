@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from transformers import BatchFeature, ProcessorMixin
 
+from .processing_options import route_options
 from .transformers_compat import PortableProcessorMixin
 
 LLAMA3_TEXT_TEMPLATE = "<|start_header_id|>user<|end_header_id|>\n\n{caption}<|eot_id|>"
@@ -28,8 +29,7 @@ LLM2VEC_SEPARATOR = "!@#$%^&*()"  # llm2vec's instruction / text separator, remo
 POOLING_SCOPES = ("caption", "all")
 PADDING_SIDES = ("left", "right")
 # Keywords of the text path (top level or inside `text_kwargs` / `common_kwargs`).
-TEXT_OPTIONS = frozenset({"max_length", "doc_max_length", "padding", "truncation", "padding_side", "return_tensors"})
-GROUPED_KWARGS = ("text_kwargs", "images_kwargs", "common_kwargs", "audio_kwargs", "videos_kwargs")
+TEXT_OPTIONS = frozenset({"max_length", "doc_max_length", "padding", "truncation", "padding_side"})
 
 
 class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
@@ -130,8 +130,10 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
         `common_kwargs`): max_length, doc_max_length, padding, truncation and padding_side go to the text path,
         image processor options to the image processor, return_tensors to both.
         """
-        text_options, image_options = self._route_options(kwargs)
-        return_tensors = text_options.pop("return_tensors", image_options.pop("return_tensors", return_tensors))
+        text_options, image_options, asked = route_options(
+            "LLM2CLIPProcessor", kwargs, TEXT_OPTIONS, self.image_processor, with_images=images is not None
+        )
+        return_tensors = return_tensors if asked is None else asked
         if text is None and images is None:
             raise ValueError("LLM2CLIPProcessor needs `text`, `images` or both.")
         data = {}
@@ -146,41 +148,6 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
         if images is not None:
             data.update(self.image_processor(images, return_tensors=return_tensors, **image_options))
         return BatchFeature(data=data, tensor_type=return_tensors)
-
-    def _image_option_names(self) -> frozenset | None:
-        valid = getattr(self.image_processor, "valid_kwargs", None)
-        names = getattr(valid, "__annotations__", None)
-        return frozenset(names) if names else None
-
-    def _route_options(self, kwargs: dict) -> tuple[dict, dict]:
-        """Split keywords (flat or grouped) into text options and image-processor options; TypeError if unknown."""
-        grouped = {name: kwargs.pop(name) or {} for name in GROUPED_KWARGS if name in kwargs}
-        for name, value in grouped.items():
-            if not isinstance(value, dict):
-                raise TypeError(f"LLM2CLIPProcessor: {name} must be a dict, got {type(value).__name__}.")
-        for name in ("audio_kwargs", "videos_kwargs"):
-            if grouped.get(name):
-                raise TypeError(f"LLM2CLIPProcessor takes no audio or video, got {name}={grouped[name]!r}.")
-        image_names = self._image_option_names()
-        text_options, image_options = {}, {}
-        sources = [("common_kwargs", grouped.get("common_kwargs", {})), ("keyword", kwargs)]
-        for where, options in sources:
-            for key, value in options.items():
-                if key in TEXT_OPTIONS:
-                    text_options[key] = value
-                if key == "return_tensors" or (key not in TEXT_OPTIONS and (image_names is None or key in image_names)):
-                    image_options[key] = value
-                elif key not in TEXT_OPTIONS:
-                    raise TypeError(f"LLM2CLIPProcessor got an unknown {where} argument {key!r}.")
-        for key, value in grouped.get("text_kwargs", {}).items():
-            if key not in TEXT_OPTIONS:
-                raise TypeError(f"LLM2CLIPProcessor: unknown text option {key!r} (accepted: {sorted(TEXT_OPTIONS)}).")
-            text_options[key] = value
-        for key, value in grouped.get("images_kwargs", {}).items():
-            if image_names is not None and key not in image_names:
-                raise TypeError(f"LLM2CLIPProcessor: unknown image option {key!r} for {type(self.image_processor).__name__}.")
-            image_options[key] = value
-        return text_options, image_options
 
     def _encode_text(
         self,

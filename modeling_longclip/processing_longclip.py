@@ -17,12 +17,12 @@ from .configuration_longclip import LongCLIPConfig
 from .image_processing_longclip import LongCLIPImageProcessor
 from .tokenization_longclip import LongCLIPTokenizer, LongTextTruncationWarning, clean_texts, warn_truncated
 
+from .processing_options import route_options
 from .transformers_compat import LEGACY_TRANSFORMERS, PortableProcessorMixin
 
 LONG_TEXT_MODES = ("truncate", "window")
 TEXT_OPTIONS = ("long_text", "original_padding", "padding", "truncation", "max_length")
 PADDING_VALUES = (True, False, "longest", "max_length", "do_not_pad")
-MODALITY_GROUPS = ("text_kwargs", "images_kwargs", "common_kwargs", "audio_kwargs", "videos_kwargs")
 
 # Folders name LongCLIPTokenizer / LongCLIPImageProcessor (every family uses the latter); registered by name, they load
 # without remote code wherever this module is imported, and through auto_map where it is not.
@@ -92,9 +92,10 @@ class LongCLIPProcessor(PortableProcessorMixin, ProcessorMixin):
         """
         if text is None and images is None:
             raise ValueError("LongCLIPProcessor needs `text`, `images` or both.")
-        text_options, image_options = self._split_options(kwargs, with_images=images is not None)
-        return_tensors = text_options.pop("return_tensors", return_tensors)
-        image_options.pop("return_tensors", None)
+        text_options, image_options, asked = route_options(
+            "LongCLIPProcessor", kwargs, TEXT_OPTIONS, self.image_processor, with_images=images is not None
+        )
+        return_tensors = return_tensors if asked is None else asked
         data = {}
         if text is not None:
             texts = [text] if isinstance(text, str) else list(text)
@@ -102,35 +103,6 @@ class LongCLIPProcessor(PortableProcessorMixin, ProcessorMixin):
         if images is not None:
             data.update(self.image_processor(images, return_tensors=return_tensors, **image_options))
         return BatchFeature(data=data, tensor_type=return_tensors)
-
-    def _split_options(self, kwargs: dict, with_images: bool) -> tuple[dict, dict]:
-        """(text options, image options) from flat keywords and transformers 5's grouped dicts."""
-        groups = {name: kwargs.pop(name, None) or {} for name in MODALITY_GROUPS}
-        for name, group in groups.items():
-            if not isinstance(group, dict):
-                raise TypeError(f"LongCLIPProcessor: {name} must be a dict, got {type(group).__name__}.")
-        text = {k: v for k, v in kwargs.items() if k in TEXT_OPTIONS}
-        image = {k: v for k, v in kwargs.items() if k not in TEXT_OPTIONS}
-        if image and not with_images:
-            raise TypeError(
-                f"LongCLIPProcessor got unexpected keyword argument(s) {sorted(image)}: text options are "
-                f"{TEXT_OPTIONS}, anything else goes to the image processor and needs `images`."
-            )
-        if groups["images_kwargs"] and not with_images:
-            raise TypeError(f"LongCLIPProcessor got images_kwargs {sorted(groups['images_kwargs'])} but no images.")
-        for key, value in groups["common_kwargs"].items():
-            if key == "return_tensors":
-                text[key] = value
-            elif key in TEXT_OPTIONS:
-                text.setdefault(key, value)
-            elif with_images:
-                image.setdefault(key, value)
-        unknown = sorted(set(groups["text_kwargs"]) - set(TEXT_OPTIONS) - {"return_tensors"})
-        if unknown:
-            raise TypeError(f"LongCLIPProcessor got unexpected text option(s) {unknown}; text options are {TEXT_OPTIONS}.")
-        text.update(groups["text_kwargs"])
-        image.update(groups["images_kwargs"])
-        return text, image
 
     def _encode_text(
         self, texts, long_text="truncate", original_padding=None, padding=True, truncation=None, max_length=None,

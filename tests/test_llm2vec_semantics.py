@@ -204,15 +204,16 @@ def test_grouped_kwargs_as_sentence_transformers_passes_them(tokenizer):
     image = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
     out = processor(
         text=["a red car parked next to a green tree"], images=[image],
-        text_kwargs={"padding": True, "truncation": "longest_first", "max_length": 6}, images_kwargs={"do_normalize": False},
-        audio_kwargs={}, videos_kwargs={}, common_kwargs={"return_tensors": "np"},
+        text_kwargs={"padding": True, "truncation": "longest_first", "max_length": 6}, images_kwargs={"image_mean": [0, 0, 0], "image_std": [1, 1, 1]},
+        audio_kwargs={"padding": True}, videos_kwargs={}, common_kwargs={"return_tensors": "np"},
     )  # fmt: skip
     assert isinstance(out["input_ids"], np.ndarray) and isinstance(out["pixel_values"], np.ndarray)
     assert out["input_ids"].shape == (1, 6)  # max_length reached the text path
-    assert 0.0 <= out["pixel_values"].min() and out["pixel_values"].max() <= 1.0  # do_normalize reached the images
-    flat = processor(text=["a dog"], images=[image], do_normalize=False, max_length=4)
+    assert 0.0 <= out["pixel_values"].min() and out["pixel_values"].max() <= 1.0  # the identity norm reached the images
+    flat = processor(text=["a dog"], images=[image], image_mean=[0, 0, 0], image_std=[1, 1, 1], max_length=4)
     assert flat["input_ids"].shape == (1, 4) and flat["pixel_values"].min() >= 0
-    for bad in ({"foo": 1}, {"text_kwargs": {"do_normalize": False}}, {"images_kwargs": {"max_len": 3}}, {"audio_kwargs": {"x": 1}}):
+    # audio / video groups have nothing to apply to (sentence-transformers always sends audio padding): ignored
+    for bad in ({"foo": 1}, {"text_kwargs": {"do_normalize": False}}, {"images_kwargs": {"max_len": 3}}):
         with pytest.raises(TypeError, match="LLM2CLIPProcessor"):
             processor(text=["a dog"], **bad)
     right = processor(text=["a dog", "a red car parked next to a tree"], common_kwargs={"padding_side": "right"})

@@ -76,14 +76,19 @@ def test_images_encode_like_encode_image(folders, family):
     torch.testing.assert_close(embeddings, reference_model(folders, family).encode_image(pictures), atol=1e-6, rtol=0)
 
 
+ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
 @pytest.mark.parametrize("family", ["longclip", "llm2clip", "proclip"])
 def test_folder_without_sentence_transformers_files(folders, family, tmp_path):
     """What the trainers write (save_pretrained only): the forward's CLIPOutput annotation leads to the feature
     methods; the embeddings are the model's, un-normalized (no Normalize module without modules.json)."""
     source = reference_model(folders, family)
     source.save_pretrained(tmp_path / "trained")
-    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
-        (tmp_path / "trained" / name).write_bytes((folders / family / name).read_bytes())
+    written = {p.name for p in (tmp_path / "trained").iterdir()}
+    for file in (folders / family).iterdir():  # the processor's files: configs, tokenizer and its payload code
+        if file.suffix in (".json", ".py") and file.name not in written and file.name not in ST_FILES:
+            (tmp_path / "trained" / file.name).write_bytes(file.read_bytes())
     model = load(tmp_path / "trained")
     assert model[0].modality_config["text"] == {"method": "get_text_features", "method_output_name": "pooler_output"}
     assert model[0].modality_config["image"]["method"] == "get_image_features"
