@@ -98,6 +98,9 @@ def test_layer_wise_decay_groups(tmp_path):
     assert lr_of[id(named["text_adapter.adaptor.0.fn.0.weight"])] == 1.0
     assert id(named["text_model.embed_tokens.weight"]) not in lr_of
     assert vision_layer_depth("visual_projection.weight", 2) == 0
+    # SigLIP2 towers: the attention-pooling head follows the last block (full rate), the blocks decay as CLIP's
+    assert vision_layer_depth("vision_model.head.attention.in_proj_weight", 27) == 0
+    assert vision_layer_depth("vision_model.encoder.layers.26.mlp.fc1.weight", 27) == 1
 
 
 @pytest.fixture(scope="module")

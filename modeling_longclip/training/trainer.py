@@ -36,9 +36,10 @@ WARMUP_CONVENTIONS = ("authors", "transformers")
 
 def vision_layer_depth(name: str, num_layers: int) -> int:
     """Exponent of the layer-wise decay for a parameter: block i (0-based) of L -> L - i, patch/position embeddings
-    and the pre-LayerNorm -> L + 1, the post-LayerNorm and everything outside the ViT -> 0 (the full rate)."""
-    if "vision_model." not in name or "post_layernorm" in name:
-        return 0
+    and the pre-LayerNorm -> L + 1, the post-LayerNorm, SigLIP's pooling head and everything outside the ViT -> 0
+    (the full rate)."""
+    if "vision_model." not in name or "post_layernorm" in name or "vision_model.head." in name:
+        return 0  # SigLIP's attention-pooling head sits after the last block, like the post-LayerNorm
     match = re.search(r"vision_model\.encoder\.layers\.(\d+)\.", name)
     return num_layers - int(match.group(1)) if match else num_layers + 1
 
