@@ -87,10 +87,12 @@ def reference_mean_pool(hidden: torch.Tensor, pooling_mask: torch.Tensor) -> tor
 
 
 @torch.no_grad()
-def reference_adapter(state_dict: dict, prefix: str, pooled: torch.Tensor) -> torch.Tensor:
-    """REFERENCE 2.1: L2-normalize, pre-LN residual MLP blocks (exact GELU), LayerNorm, Linear."""
+def reference_adapter(state_dict: dict, prefix: str, pooled: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """REFERENCE 2.1: L2-normalize (not for LLM2CLIP's SigLIP2 release, whose TextProj runs with `l2_norm=False`),
+    pre-LN residual MLP blocks (exact GELU), LayerNorm, Linear."""
     sd = {k[len(prefix) :]: v.float() for k, v in state_dict.items() if k.startswith(prefix)}
-    x = pooled / pooled.norm(dim=-1, keepdim=True)
+    x = pooled.float()
+    x = x / x.norm(dim=-1, keepdim=True) if normalize else x
     block = 0
     while f"{block}.fn.0.weight" in sd:
         h = F.layer_norm(x, x.shape[-1:], sd[f"{block}.ln.weight"], sd[f"{block}.ln.bias"], 1e-5)

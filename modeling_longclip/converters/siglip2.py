@@ -40,7 +40,7 @@ from .llm2clip import (
     resolve_source,
 )
 from .openai_clip import CheckpointError, check_keys, count_layers, load_state_dict, patch_grid
-from .reference_llm import reference_bidirectional_llama, reference_mean_pool
+from .reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
 
 TRUNK = "visual.trunk."
 ADAPTER_PREFIX = "text.text_proj.text_adaptor."
@@ -269,15 +269,8 @@ def reference_siglip_image_features(weights: dict, pixels: torch.Tensor, heads: 
 
 @torch.no_grad()
 def reference_unnormalized_adapter(weights: dict, prefix: str, pooled: torch.Tensor) -> torch.Tensor:
-    """eva_clip's TextProj with `l2_norm=False`: LinearBlocks x + fc2(GELU(fc1(LN x))), LayerNorm, Linear."""
-    sd = {k[len(prefix) :]: v.float() for k, v in weights.items() if k.startswith(prefix)}
-    x, block = pooled.float(), 0
-    while f"{block}.fn.0.weight" in sd:
-        h = F.layer_norm(x, x.shape[-1:], sd[f"{block}.ln.weight"], sd[f"{block}.ln.bias"], 1e-5)
-        h = F.gelu(h @ sd[f"{block}.fn.0.weight"].t() + sd[f"{block}.fn.0.bias"])
-        x, block = x + h @ sd[f"{block}.fn.3.weight"].t() + sd[f"{block}.fn.3.bias"], block + 1
-    x = F.layer_norm(x, x.shape[-1:], sd[f"{block}.weight"], sd[f"{block}.bias"], 1e-5)
-    return x @ sd[f"{block + 1}.weight"].t() + sd[f"{block + 1}.bias"]
+    """eva_clip's TextProj with `l2_norm=False` (this release's text path): the shared reference, unnormalized."""
+    return reference_adapter(weights, prefix, pooled, normalize=False)
 
 
 def reference_squash_pixels(image: Image.Image, size: int) -> np.ndarray:
