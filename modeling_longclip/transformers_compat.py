@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
 import json
 from pathlib import Path
@@ -114,9 +115,13 @@ def legacy_vision_key_mapping(tower_class) -> dict | None:
 def asks_dict(module) -> dict:
     """`{"return_dict": True}` for a tower whose forward takes it (5.x: `config.return_dict=False` would otherwise give
     a tuple); nothing for 4.x's inner CLIP transformers, which always return a ModelOutput and reject the argument."""
-    parameters = inspect.signature(module.forward).parameters.values()
-    takes = any(p.name == "return_dict" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-    return {"return_dict": True} if takes else {}
+    return {"return_dict": True} if _forward_takes_return_dict(type(module)) else {}
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_takes_return_dict(module_class) -> bool:  # once per class, not on every forward
+    parameters = inspect.signature(module_class.forward).parameters.values()
+    return any(p.name == "return_dict" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class PortableProcessorMixin:
