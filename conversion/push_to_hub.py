@@ -10,7 +10,7 @@ Same as the installed `longclip-push-to-hub` console script; kept here so the co
 side by side.
 """
 
-from modeling_longclip.hub import main
+from modeling_longclip.export.hub import main
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,21 @@
 
 Importing the package registers every family with the transformers Auto classes; saved folders carry the same
 registration in `auto_map`, so they also load with `trust_remote_code=True` where this package is not installed.
+
+Where things live (each room imports only the rooms above it in this list; tests/test_layout.py checks it):
+
+- the package root is the Hub payload and nothing else: `configuration_*`, `modeling_*`, `processing_*`,
+  `tokenization_*`, `image_processing_*` and the flat siblings they import (`contrastive`, `embedding`,
+  `processing_options`, `transformers_compat`). Converters copy exactly these files into every model folder, so
+  they import only torch, transformers and each other.
+- `common/`: the shared low layer: errors, atomic writes, image opening, caption tables, folder validation, the
+  command-line rule, module paths that moved.
+- `export/`: the folder writer, model cards, Hub upload, ONNX graphs, 248-position text encoders for diffusers.
+- `converters/`, `evaluation/`, `features/`: the authors' checkpoints -> folders (with independent references);
+  benchmarks and metrics (`longclip-eval`); the LLM text-feature cache (`longclip-extract-text-features`).
+- `training/`: `Trainer` glue and the training commands (`longclip-train`, `llm2clip-train`, `proclip-train`).
+- `demo/`: the embedded default jobs (`python -m modeling_longclip.demo`).
+- `cli/`: the `longclip` command, whose subcommands are the commands above.
 """
 
 from transformers import (
@@ -11,6 +26,7 @@ from transformers import (
     AutoProcessor,
 )
 
+from .common import legacy_paths
 from .configuration_eva02 import EVA02VisionConfig
 from .configuration_llm2clip import LLM2CLIPConfig
 from .configuration_longclip import LongCLIPConfig
@@ -46,6 +62,7 @@ def _register() -> None:
 
 
 _register()
+legacy_paths.install()
 
 __all__ = [
     "EVA02VisionConfig",

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from transformers import AutoModel, CLIPModel
 
 from modeling_longclip import LongCLIPModel, LongCLIPProcessor
-from modeling_longclip.converters.export import ConversionError
+from modeling_longclip.common.errors import ConversionError
 from modeling_longclip.converters.longclip import convert_longclip
-from modeling_longclip.converters.openai_clip import CheckpointError
+from modeling_longclip.common.errors import CheckpointError
 from modeling_longclip.converters.synthetic import TINY_TEXT, random_openai_clip_state_dict
 from openclip_reference import open_clip_tokenize, open_clip_towers
 

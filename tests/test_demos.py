@@ -9,7 +9,7 @@ from pathlib import Path
 
 from modeling_longclip import conversion_demo
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
-from modeling_longclip.scenes import make_scenes
+from modeling_longclip.demo.scenes import make_scenes
 
 
 def test_conversion_demo_round_trip(tmp_path, monkeypatch, capsys):
@@ -52,7 +52,7 @@ def test_scene_groups_differ_only_past_token_77():
 def test_reduced_demo_248_tokens_beat_77_on_long_captions(tmp_path):
     """The main job, scaled down (fixed seed): the stretched and fine-tuned model must clearly win on long captions,
     where the scenes differ only past token 77, without losing on the short ones."""
-    from modeling_longclip.demo import DemoSettings, run
+    from modeling_longclip.demo.long_text_demo import DemoSettings, run
 
     settings = DemoSettings(train_groups=80, test_groups=15, clip_steps=200, longclip_steps=200, batch_size=32, seed=0)
     table = run(tmp_path / "demo", settings, log=lambda *args: None)
@@ -71,6 +71,6 @@ def test_reduced_demo_248_tokens_beat_77_on_long_captions(tmp_path):
     assert markdown.startswith("| Model | long captions I2T R@1 | long captions T2I R@1 | short captions I2T R@1 |")
     assert "| CLIP, 77 tokens |" in markdown
     folder = tmp_path / "demo" / "longclip-248"
-    from modeling_longclip.hub import validate_model_folder
+    from modeling_longclip.common.folders import validate_model_folder
 
     validate_model_folder(folder)

@@ -27,8 +27,8 @@ from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
 from modeling_longclip.converters.longclip import convert_longclip  # noqa: E402
 from modeling_longclip.converters.synthetic import random_openai_clip_state_dict  # noqa: E402
 from modeling_longclip.modeling_longclip import stretch_position_embeddings  # noqa: E402
-from modeling_longclip.text_encoder_stretch import main as stretch_main  # noqa: E402
-from modeling_longclip.text_encoder_stretch import position_table_key, stretch_text_encoder  # noqa: E402
+from modeling_longclip.export.text_encoder_stretch import main as stretch_main  # noqa: E402
+from modeling_longclip.export.text_encoder_stretch import position_table_key, stretch_text_encoder  # noqa: E402
 
 HEAD = "A quiet harbour at dawn with small boats resting on calm water. " * 6  # > 77 tokens on its own
 PROMPTS = [HEAD + "Far away a red lighthouse stands on the cliff.", HEAD + "Far away a green windmill turns slowly."]

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from llm_fixtures import tiny_llm_folder
 from modeling_longclip import LLM2CLIPConfig, LLM2CLIPModel, ProCLIPModel
-from modeling_longclip.clean_load import load_in_clean_process
+from modeling_longclip.common.clean_load import load_in_clean_process
 from modeling_longclip.configuration_eva02 import EVA02VisionConfig
 from modeling_longclip.converters.cli import convert_llm2clip_main
 from modeling_longclip.converters.eva02 import (
@@ -20,9 +20,9 @@ from modeling_longclip.converters.eva02 import (
     infer_eva02_shape,
     reference_eva02_image_features,
 )
-from modeling_longclip.converters.export import ConversionError
+from modeling_longclip.common.errors import ConversionError
 from modeling_longclip.converters.llm2clip import convert_llm2clip, detect_vision_tower
-from modeling_longclip.converters.openai_clip import CheckpointError
+from modeling_longclip.common.errors import CheckpointError
 from modeling_longclip.converters.proclip import convert_proclip
 from modeling_longclip.converters.synthetic import (
     random_eva02_clip_state_dict,

@@ -627,7 +627,7 @@ def test_write_results_is_atomic_and_names_the_markdown(tmp_path):
 
 def test_reports_are_readable_by_others_and_respect_the_umask(tmp_path):
     """atomic_write's temporary file is created 0600 by mkstemp; the finished file gets what open() would give."""
-    from modeling_longclip.files import atomic_write, current_umask
+    from modeling_longclip.common.files import atomic_write, current_umask
 
     result = {"task": "retrieval", "model": "m", "benchmark": "b", "protocol": "p", "counts": {}}
     previous = os.umask(0o022)

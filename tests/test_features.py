@@ -1,4 +1,4 @@
-"""LLM feature cache (features.py CLI over feature_store / feature_extraction / feature_fingerprint / caption_sources):
+"""LLM feature cache (the features package: cli over store / extraction / fingerprint / caption_sources):
 extraction, shards and index, resume, fingerprint, keys, readers, caption sources and the command line, on a tiny
 random LLM2CLIP (Llama text tower) built offline."""
 
@@ -24,10 +24,11 @@ from modeling_longclip.features import (
     caption_key,
     extract_text_features,
     iter_captions,
-    main,
     run_extraction,
 )
-from modeling_longclip.training.data import DataError, short_caption_of
+from modeling_longclip.features.cli import main
+from modeling_longclip.common.caption_data import short_caption_of
+from modeling_longclip.common.errors import DataError
 
 CAPTIONS = [
     "A red car.",

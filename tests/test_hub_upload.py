@@ -22,7 +22,7 @@ from transformers import CLIPConfig, CLIPModel
 
 from modeling_longclip import hub as hub_module
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
-from modeling_longclip.hub import (
+from modeling_longclip.export.hub import (
     FolderNotLoadableError,
     HubUnreachableError,
     main,

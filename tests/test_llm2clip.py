@@ -11,10 +11,10 @@ from transformers import AutoModel, AutoTokenizer
 
 from llm_fixtures import minilm_folder, tiny_image_processor, tiny_llama3_tokenizer, tiny_llama_config, tiny_llm2clip_config, tiny_llm_folder
 from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor
-from modeling_longclip.clean_load import load_in_clean_process
-from modeling_longclip.converters.export import ConversionError
+from modeling_longclip.common.clean_load import load_in_clean_process
+from modeling_longclip.common.errors import ConversionError
 from modeling_longclip.converters.llm2clip import convert_llm2clip
-from modeling_longclip.converters.openai_clip import CheckpointError
+from modeling_longclip.common.errors import CheckpointError
 from modeling_longclip.converters.reference_llm import reference_bidirectional_llama
 
 

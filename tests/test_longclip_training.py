@@ -13,7 +13,7 @@ from transformers import CLIPConfig, CLIPModel
 
 from conftest import tiny_image_processor, tiny_longclip_config
 from modeling_longclip import LongCLIPModel, LongCLIPProcessor
-from modeling_longclip.clean_load import load_in_clean_process
+from modeling_longclip.common.clean_load import load_in_clean_process
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
 from modeling_longclip.training.longclip_train import main as train_main
 from torchrun import run_torchrun

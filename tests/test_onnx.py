@@ -9,7 +9,7 @@ import torch
 
 from family_folders import FAMILIES, convert_families, reference_model
 from modeling_longclip import onnx_export
-from modeling_longclip.onnx_export import ExportError, export_onnx
+from modeling_longclip.export.onnx import ExportError, export_onnx
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (CI's test extra has it)")
 onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (CI's test extra has it)")

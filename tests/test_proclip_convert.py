@@ -5,8 +5,8 @@ import torch
 
 from llm_fixtures import tiny_llm_folder
 from modeling_longclip import ProCLIPModel
-from modeling_longclip.clean_load import load_in_clean_process
-from modeling_longclip.converters.openai_clip import CheckpointError
+from modeling_longclip.common.clean_load import load_in_clean_process
+from modeling_longclip.common.errors import CheckpointError
 from modeling_longclip.converters.proclip import convert_proclip
 from modeling_longclip.converters.reference_llm import reference_adapter
 from modeling_longclip.converters.synthetic import random_proclip_state_dict

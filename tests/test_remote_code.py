@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from modeling_longclip import LongCLIPModel, LongCLIPProcessor
-from modeling_longclip.clean_load import load_in_clean_process
+from modeling_longclip.common.clean_load import load_in_clean_process
 from modeling_longclip.converters.longclip import convert_longclip
 from modeling_longclip.converters.synthetic import random_openai_clip_state_dict
 

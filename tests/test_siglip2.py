@@ -10,11 +10,12 @@ from transformers import AutoModel, AutoProcessor
 
 from llm_fixtures import tiny_llm_folder
 from modeling_longclip import LLM2CLIPModel
-from modeling_longclip.clean_load import load_in_clean_process
+from modeling_longclip.common.clean_load import load_in_clean_process
 from modeling_longclip.converters.cli import convert_llm2clip_main
-from modeling_longclip.converters.export import ConversionError
-from modeling_longclip.converters.llm2clip import convert_llm2clip, load_text_tower
-from modeling_longclip.converters.openai_clip import CheckpointError
+from modeling_longclip.common.errors import ConversionError
+from modeling_longclip.converters.dual_tower import load_text_tower
+from modeling_longclip.converters.llm2clip import convert_llm2clip
+from modeling_longclip.common.errors import CheckpointError
 from modeling_longclip.converters.reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
 from modeling_longclip.converters.siglip2 import (
     ADAPTER_PREFIX,

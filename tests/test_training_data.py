@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from modeling_longclip.training.collator import SKIP_REASONS, ImageCaptionCollator
-from modeling_longclip.training.data import (
+from modeling_longclip.common.caption_data import (
     SHAREGPT4V_TEST_RECORDS,
     DataError,
     expand_braces,
@@ -702,7 +702,7 @@ def test_collator_all_broken_first_batch_raises(tiny_longclip, image_dir):
 
 
 def test_data_without_a_loadable_image_is_refused_in_one_line(tiny_longclip, image_dir):
-    from modeling_longclip.training.data import DataError
+    from modeling_longclip.common.errors import DataError
 
     _, processor = tiny_longclip
     collator = ImageCaptionCollator(processor, image_root=image_dir)

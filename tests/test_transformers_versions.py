@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from llm_fixtures import tiny_image_processor, tiny_llama3_tokenizer, tiny_llama_config, tiny_llm2clip_config, tiny_llm_folder
 from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor
-from modeling_longclip.clean_load import load_in_clean_process
+from modeling_longclip.common.clean_load import load_in_clean_process
 from modeling_longclip.converters.llm2clip import convert_llm2clip
 from modeling_longclip.converters.longclip import convert_longclip
 from modeling_longclip.converters.proclip import convert_proclip

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llm_fixtures import tiny_llm_folder
-from modeling_longclip.converters.export import ConversionError
+from modeling_longclip.common.errors import ConversionError
 from modeling_longclip.converters.synthetic import random_openai_clip_state_dict, random_proclip_state_dict
 from modeling_longclip.converters.synthetic_zoo import random_siglip2_release, write_llm2clip_clip_part, write_lora_adapter
 from modeling_longclip.converters.zoo import MANIFEST, format_table, load_manifest, main, run_zoo

@@ -1,31 +1,22 @@
-"""Command lines of the converters: parse arguments, call the package, turn refusals into one line and exit 2."""
+"""Command lines of the converters: parse arguments and call the package (refusals and interrupts follow
+common/cli.py's rule: one line, exit 2 / 130 / 143, nothing written)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .export import DTYPES, ConversionError
-from .openai_clip import CheckpointError
+from ..common.cli import ArgumentParser, command
+from ..export.folder import DTYPES
 
-REFUSALS = (CheckpointError, ConversionError, FileNotFoundError, OSError)
-
-
-def run_refusing_cleanly(action) -> int:
-    """Run `action`; a refusal prints `error: ...` (no traceback) and returns 2."""
-    try:
-        action()
-    except REFUSALS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+INTERRUPTED = "nothing was written (the staging folder was removed)"
 
 
+@command(kept=INTERRUPTED)
 def convert_longclip_main(argv=None) -> int:
     from .longclip import OUTPUT_FORMATS, convert_longclip
 
-    parser = argparse.ArgumentParser(
-        prog="convert_longclip",
+    parser = ArgumentParser(
+        prog="longclip-convert",
         description="Convert an original Long-CLIP (or OpenAI CLIP) .pt state dict into a Hugging Face folder.",
     )
     parser.add_argument("--checkpoint", required=True, help="longclip-B.pt, longclip-L.pt, ... (a raw state dict)")
@@ -43,21 +34,19 @@ def convert_longclip_main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
 
-    def action():
-        report = convert_longclip(
-            args.checkpoint, args.output, output_format=args.format, dtype=args.dtype, tokenizer=args.tokenizer,
-            keep=args.keep, ratio=args.ratio, overwrite=args.overwrite, exact_fp16=args.exact_fp16,
-        )  # fmt: skip
-        for line in report.lines():
-            print(line)
-        print(f"wrote {args.output}")
-
-    return run_refusing_cleanly(action)
+    report = convert_longclip(
+        args.checkpoint, args.output, output_format=args.format, dtype=args.dtype, tokenizer=args.tokenizer,
+        keep=args.keep, ratio=args.ratio, overwrite=args.overwrite, exact_fp16=args.exact_fp16,
+    )  # fmt: skip
+    for line in report.lines():
+        print(line)
+    print(f"wrote {args.output}")
+    return 0
 
 
 def _dual_tower_main(prog: str, description: str, source_flag: str, source_help: str, llm_help: str, convert, argv):
     """LLM2CLIP and ProCLIP take the same options besides their source: one text model, one output folder."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument(source_flag, required=True, help=source_help)
     parser.add_argument("--llm", required=True, help=llm_help)
     parser.add_argument("--output", required=True, help="folder to write (created atomically)")
@@ -67,32 +56,32 @@ def _dual_tower_main(prog: str, description: str, source_flag: str, source_help:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
 
-    def action():
-        source = getattr(args, source_flag.lstrip("-"))
-        parity = convert(source, args.llm, args.output, dtype=args.dtype, external_llm=args.external_llm,
-                         overwrite=args.overwrite)  # fmt: skip
-        for line in parity.lines():
-            print(line)
-        print(f"wrote {args.output}")
-
-    return run_refusing_cleanly(action)
+    source = getattr(args, source_flag.lstrip("-"))
+    parity = convert(source, args.llm, args.output, dtype=args.dtype, external_llm=args.external_llm,
+                     overwrite=args.overwrite)  # fmt: skip
+    for line in parity.lines():
+        print(line)
+    print(f"wrote {args.output}")
+    return 0
 
 
+@command(kept=INTERRUPTED)
 def convert_llm2clip_main(argv=None) -> int:
     from .llm2clip import convert_llm2clip
 
     return _dual_tower_main(
-        "convert_llm2clip", "Merge the released LLM2CLIP CLIP part and its LLM text model into one self-contained folder.",
+        "longclip-convert-llm2clip", "Merge the released LLM2CLIP CLIP part and its LLM text model into one self-contained folder.",
         "--clip", "folder, Hub id or eva_clip .pt file of the CLIP part (vision tower + adapter)",
         "folder or Hub id of the text model (plain Llama keys + tokenizer)", convert_llm2clip, argv,
     )  # fmt: skip
 
 
+@command(kept=INTERRUPTED)
 def convert_proclip_main(argv=None) -> int:
     from .proclip import convert_proclip
 
     return _dual_tower_main(
-        "convert_proclip", "Convert a ProCLIP .pt (visual.* + text.text_adaptor.*) plus its LLM into one self-contained folder.",
+        "longclip-convert-proclip", "Convert a ProCLIP .pt (visual.* + text.text_adaptor.*) plus its LLM into one self-contained folder.",
         "--checkpoint", "e.g. proclip/3m/L14.pt (a raw state dict)",
         "folder or Hub id of the LLM embedder it was trained with", convert_proclip, argv,
     )  # fmt: skip

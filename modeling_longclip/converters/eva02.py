@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from ..configuration_eva02 import EVA02VisionConfig
 from ..modeling_eva02 import eva02_rotary_tables, stacked_rows
-from .openai_clip import CheckpointError, _require, count_layers, patch_grid
+from ..common.errors import CheckpointError
+from .state_dicts import count_layers, patch_grid, require_tensor
 
 EVA02_PREFIX = "visual."
 ROPE_BUFFERS = ("rope.freqs_cos", "rope.freqs_sin")
@@ -57,16 +58,16 @@ class EVA02Shape:
 
 def infer_eva02_shape(state_dict: dict, prefix: str = EVA02_PREFIX) -> EVA02Shape:
     """Every dimension from the tensors; heads = width / 64 (the head size of every EVA02-CLIP release)."""
-    conv = _require(state_dict, f"{prefix}patch_embed.proj.weight", 4)
+    conv = require_tensor(state_dict, f"{prefix}patch_embed.proj.weight", 4)
     width, patch = conv.shape[0], conv.shape[-1]
-    grid = patch_grid(_require(state_dict, f"{prefix}pos_embed", 3).shape[1], f"{prefix}pos_embed")
+    grid = patch_grid(require_tensor(state_dict, f"{prefix}pos_embed", 3).shape[1], f"{prefix}pos_embed")
     layers = count_layers({k: v for k, v in state_dict.items() if k.startswith(f"{prefix}blocks.")}, f"{prefix}blocks.")
     if layers == 0:
         raise CheckpointError(f"no `{prefix}blocks.*` in the checkpoint.")
     if width % 64:
         raise CheckpointError(f"EVA02 width {width} is not a multiple of 64 (heads = width / 64).")
-    mlp_width = _require(state_dict, f"{prefix}blocks.0.mlp.w1.weight", 2).shape[0]
-    output_dim = _require(state_dict, f"{prefix}head.weight", 2).shape[0]
+    mlp_width = require_tensor(state_dict, f"{prefix}blocks.0.mlp.w1.weight", 2).shape[0]
+    output_dim = require_tensor(state_dict, f"{prefix}head.weight", 2).shape[0]
     separate = f"{prefix}blocks.0.attn.q_bias" in state_dict
     return EVA02Shape(width, layers, width // 64, mlp_width, patch, grid * patch, output_dim, separate)
 

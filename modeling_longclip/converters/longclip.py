@@ -13,21 +13,22 @@ from ..embedding import pooled_features
 from ..modeling_longclip import LongCLIPModel
 from ..processing_longclip import LongCLIPProcessor
 from .clip_preprocessing import build_clip_tokenizer, clip_image_processor
-from .export import ConversionError, ensure_writable, render_model_card, write_model_folder
+from ..common.errors import CheckpointError, ConversionError
+from ..common.files import ensure_writable
+from ..export.cards import render_model_card
+from ..export.folder import write_model_folder
 from .openai_clip import (
-    CheckpointError,
-    check_keys,
     expected_text_shapes,
     expected_vision_shapes,
     hf_clip_config_fields,
     infer_text_shape,
     infer_vision_shape,
-    load_state_dict,
     reference_image_features,
     reference_text_features,
     text_to_hf,
     vision_to_hf,
 )
+from .state_dicts import check_keys, load_state_dict
 
 OUTPUT_FORMATS = ("longclip", "clip")
 STOCK_CONTEXT_LENGTH = 77

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ..configuration_proclip import ProCLIPConfig
 from ..modeling_proclip import ProCLIPModel
-from .export import ensure_writable
-from .llm2clip import DualTowerParity, convert_release
-from .openai_clip import load_state_dict
+from ..common.files import ensure_writable
+from .dual_tower import DualTowerParity
+from .llm2clip import convert_release
+from .state_dicts import load_state_dict
 
 
 def convert_proclip(

@@ -21,13 +21,15 @@ import torch
 import torch.nn.functional as F
 import transformers
 from PIL import Image
-from transformers import AutoModel, SiglipVisionConfig
+from transformers import AutoModel
 
 from ..configuration_llm2clip import LLM2CLIPConfig
 from ..embedding import pooled_features
 from ..modeling_llm2clip import LLM2CLIPModel
-from .export import ConversionError, ensure_writable, write_model_folder
-from .llm2clip import (
+from ..common.errors import ConversionError
+from ..common.files import ensure_writable
+from ..export.folder import write_model_folder
+from .dual_tower import (
     VERIFICATION_CAPTIONS,
     DualTowerParity,
     TextTower,
@@ -39,7 +41,8 @@ from .llm2clip import (
     make_processor,
     resolve_source,
 )
-from .openai_clip import CheckpointError, check_keys, count_layers, load_state_dict, patch_grid
+from ..common.errors import CheckpointError
+from .state_dicts import check_keys, count_layers, load_state_dict, patch_grid
 from .reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
 
 TRUNK = "visual.trunk."

@@ -44,7 +44,7 @@ def random_proclip_state_dict(
 ) -> dict[str, torch.Tensor]:
     """A random ProCLIP release: OpenAI-style `visual.*`, `text.text_adaptor.*` (the authors' code default: one block,
     expansion 8) and `logit_scale`; the LLM is not part of it."""
-    from .llm2clip import expected_adapter_shapes
+    from .dual_tower import expected_adapter_shapes
 
     generator = torch.Generator().manual_seed(seed)
     state_dict = {k: v for k, v in random_openai_clip_state_dict(vision, seed=seed).items() if k.startswith("visual.")}
@@ -69,7 +69,7 @@ def random_eva02_clip_state_dict(
     from ..configuration_eva02 import EVA02VisionConfig
     from ..modeling_eva02 import eva02_rotary_tables
     from .eva02 import EVA02Shape, expected_eva02_shapes
-    from .llm2clip import expected_adapter_shapes
+    from .dual_tower import expected_adapter_shapes
 
     generator = torch.Generator().manual_seed(seed)
     shape = EVA02Shape(width, layers, width // 64, mlp_width, patch_size, image_size, output_dim, separate_biases)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .llm2clip import expected_adapter_shapes
+from .dual_tower import expected_adapter_shapes
 from .openai_clip import VisionShape, vision_to_hf
 from .siglip2 import ADAPTER_PREFIX, SiglipShape, expected_trunk_shapes
 from .synthetic import TINY_VISION, random_openai_clip_state_dict

@@ -9,19 +9,19 @@ written config is compared with the manifest's shapes (unless `allow_any_shape`,
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .cli import REFUSALS
-from .export import ConversionError
+from ..common.cli import ArgumentParser, command
+from ..common.errors import ConversionError, LongCLIPError
 
+# What refuses one entry (it is reported and the run goes on); anything else is a bug.
+REFUSALS = (LongCLIPError, OSError)
 MANIFEST = Path(__file__).resolve().parents[2] / "conversion" / "zoo.json"
 FAMILIES = ("longclip", "llm2clip", "proclip")
 REPORT_NAME = "zoo_report.json"
@@ -77,7 +77,7 @@ class Fetcher:
     def _hub(self, what: str, call):
         if not self.online:
             raise Missing(f"{what} is not under {self.root} (offline: not downloaded)")
-        from ..hub import _bounded_hub_timeouts
+        from ..export.hub import _bounded_hub_timeouts
 
         try:
             with _bounded_hub_timeouts():
@@ -268,8 +268,9 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+@command(kept="every finished folder is kept; the one in progress was not written")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="convert_zoo", description="Convert every released checkpoint found (or fetched).")
+    parser = ArgumentParser(prog="longclip-convert-zoo", description="Convert every released checkpoint found (or fetched).")
     parser.add_argument("--downloads", required=True, help="folder holding (or receiving) DOWNLOADS/<repo>/<file>")
     parser.add_argument("--output", required=True, help="one converted folder per entry is written here, plus zoo_report.json")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="convert just these manifest entries")
@@ -279,12 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not compare with the manifest's real-model shapes (tiny synthetic copies)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     args = parser.parse_args(argv)
-    try:
-        rows = run_zoo(args.downloads, args.output, args.only, args.manifest, args.allow_any_shape, args.overwrite,
-                       online=False if args.offline else None)  # fmt: skip
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    rows = run_zoo(args.downloads, args.output, args.only, args.manifest, args.allow_any_shape, args.overwrite,
+                   online=False if args.offline else None)  # fmt: skip
     print(format_table(rows))
     print(f"report: {Path(args.output) / REPORT_NAME}")
     return 1 if any(r.status == "refused" for r in rows) else 0

@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..training.data import DataError, load_sharegpt4v
+from ..common.caption_data import load_sharegpt4v
+from ..common.errors import DataError, LongCLIPError
 
 GENERIC_FOLDERS = frozenset({"val", "valid", "validation", "test", "train", "images"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MISSING_SHOWN = 5  # how many missing images an error message lists
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(LongCLIPError, ValueError):
     """A benchmark's files are missing or malformed; the message names the file and the record."""
 
 

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..common.cli import ArgumentParser, command
 from .benchmarks import BENCHMARKS, DEFAULT_PROTOCOLS, BenchmarkError, load_benchmark
 from .compare import comparison, comparison_markdown, write_comparison
 from .encoding import DEFAULT_CACHE_DIR
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{name}: {', '.join(p + (' (default)' if p == DEFAULT_PROTOCOLS[name] else '') for p in table)}"
         for name, table in BENCHMARKS.items()
     )
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="longclip-eval",
         description="Long- and short-caption retrieval and zero-shot classification for long-text CLIP models.",
     )
@@ -58,43 +59,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command(kept="nothing was written; finished embedding batches are cached for the next run")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
-        print("error: --batch-size must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        folders = [Path(model).expanduser() for model in args.model]
-        for folder in folders:  # every folder before the data and the weights: a typo fails in a second
-            if not folder.is_dir():
-                raise BenchmarkError(f"{folder}: no such model folder.")
-            if not (folder / "config.json").is_file():
-                raise BenchmarkError(f"{folder}: not a saved model folder (no config.json).")
-        dataset = load_benchmark(
-            args.benchmark, args.data_root, args.protocol, annotations=args.annotations, class_names=args.class_names
-        )
-        results = evaluate_folders(
-            folders,
-            [dataset],
-            device=args.device,
-            cache_dir=None if args.no_cache else args.cache_dir,
-            text_kwargs={"long_text": args.long_text} if args.long_text else None,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
-        )
-        data_root = str(Path(args.data_root).expanduser())
-        for result in results:
-            result["data_root"] = data_root
-        if len(results) == 1:
-            written = write_results(results[0], args.output)
-            table = markdown_table(results[0])
-        else:
-            table = comparison(results)
-            written = write_comparison(table, args.output, title=f"{dataset.name} ({dataset.protocol})")
-            table = comparison_markdown(table)
-    except (BenchmarkError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise BenchmarkError("--batch-size must be at least 1")
+    folders = [Path(model).expanduser() for model in args.model]
+    for folder in folders:  # every folder before the data and the weights: a typo fails in a second
+        if not folder.is_dir():
+            raise BenchmarkError(f"{folder}: no such model folder.")
+        if not (folder / "config.json").is_file():
+            raise BenchmarkError(f"{folder}: not a saved model folder (no config.json).")
+    dataset = load_benchmark(
+        args.benchmark, args.data_root, args.protocol, annotations=args.annotations, class_names=args.class_names
+    )
+    results = evaluate_folders(
+        folders,
+        [dataset],
+        device=args.device,
+        cache_dir=None if args.no_cache else args.cache_dir,
+        text_kwargs={"long_text": args.long_text} if args.long_text else None,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    data_root = str(Path(args.data_root).expanduser())
+    for result in results:
+        result["data_root"] = data_root
+    if len(results) == 1:
+        written = write_results(results[0], args.output)
+        table = markdown_table(results[0])
+    else:
+        table = comparison(results)
+        written = write_comparison(table, args.output, title=f"{dataset.name} ({dataset.protocol})")
+        table = comparison_markdown(table)
     print(table, end="")
     print(f"wrote {', '.join(str(path) for path in written[:-1])} and {written[-1]}")
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..files import atomic_write
+from ..common.files import atomic_write
 from .report import ACCURACY_KS, RETRIEVAL_KS, long_text_notes, markdown_path
 
 DIRECTIONS = (("image_to_text", "I2T"), ("text_to_image", "T2I"))

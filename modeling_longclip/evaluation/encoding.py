@@ -32,9 +32,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..files import atomic_write
+from ..common.files import atomic_write
 from ..processing_longclip import LongTextTruncationWarning
-from ..training.collator import open_image
+from ..common.images import open_image
 from .benchmarks import BenchmarkError
 from .embed import embed_images, embed_texts, encoder_signature, text_limit
 

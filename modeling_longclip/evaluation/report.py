@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..files import atomic_write
+from ..common.files import atomic_write
 
 RETRIEVAL_KS = ("R@1", "R@5", "R@10")
 ACCURACY_KS = ("top1", "top5")

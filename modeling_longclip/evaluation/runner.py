@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .benchmarks import BenchmarkError, ClassificationSet, RetrievalSet, load_benchmark
+from ..common.loading import load_model_folder
+from .benchmarks import ClassificationSet, RetrievalSet, load_benchmark
 from .embed import has_own_encoders
 from .encoding import EmbeddingCache, encode_images, encode_texts, model_fingerprint, text_limit
 from .metrics import retrieval_recall_from_embeddings
@@ -90,27 +91,7 @@ def evaluate_benchmark(
 def load_model(model_dir: str | Path, device: str | None = None):
     """AutoModel + AutoProcessor (trust_remote_code) from a saved folder, in eval mode on `device` (default: cuda when
     available). Any dual encoder loads: this package's families, CLIPModel, SiglipModel, ..."""
-    from transformers import AutoModel, AutoProcessor
-
-    model_dir = Path(model_dir).expanduser()
-    if not model_dir.is_dir():
-        raise BenchmarkError(f"{model_dir}: no such model folder.")
-    if not (model_dir / "config.json").is_file():
-        raise BenchmarkError(f"{model_dir}: not a saved model folder (no config.json).")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise BenchmarkError(f"--device {device}: CUDA is not available on this machine.")
-    try:
-        model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=True).eval().to(device)
-        processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=True)
-    except (OSError, ValueError) as error:  # unreadable weights or tokenizer files, unknown model_type: one line
-        raise BenchmarkError(f"{model_dir}: cannot load the model or its processor ({error}).") from None
-    if not has_own_encoders(model) and not all(
-        callable(getattr(model, name, None)) for name in ("get_text_features", "get_image_features")
-    ):
-        raise BenchmarkError(f"{model_dir}: {type(model).__name__} is not a dual encoder (no get_text_features / "
-                             "get_image_features).")  # fmt: skip
-    return model, processor
+    return load_model_folder(model_dir, device)
 
 
 def evaluate_folders(

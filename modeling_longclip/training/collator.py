@@ -8,21 +8,20 @@ not in them: accelerate slices and pads every batch tensor along its first dimen
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import logging
 import multiprocessing
-from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .data import DataError, short_caption_of
+from ..common.caption_data import short_caption_of
+from ..common.errors import DataError
+from ..common.images import DECODE_ERRORS, describe_image, open_image
 
 logger = logging.getLogger(__name__)
 
 SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption")
 NAMED_SKIPS = 5  # the first skipped rows of a process are named in the log (reason and path); later ones only counted
-DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
 
 class SkipCounts:
@@ -61,38 +60,6 @@ def pick_caption(pair: tuple[str, str], seed: int, epoch: int) -> str:
     """
     digest = hashlib.blake2b(f"{seed}:{epoch}:{pair[0]}".encode(), digest_size=1).digest()
     return pair[digest[0] & 1]
-
-
-def image_path(reference, image_root: str | Path | None = None) -> Path | None:
-    """Where a path reference (or a `{"path"}` dict) points, relative to `image_root`; None for in-memory images."""
-    if isinstance(reference, dict):
-        reference = reference.get("path")
-    if not isinstance(reference, (str, Path)) or not str(reference):
-        return None
-    return Path(image_root) / reference if image_root and not Path(reference).is_absolute() else Path(reference)
-
-
-def describe_image(reference, image_root: str | Path | None = None) -> str:
-    """How a log line or an error names an image reference."""
-    path = image_path(reference, image_root)
-    if isinstance(reference, dict) and reference.get("bytes"):
-        return f"<{len(reference['bytes'])} bytes{f' from {path}' if path else ''}>"
-    if isinstance(reference, Image.Image):
-        return "<PIL image>"
-    return str(path) if path else "<no image>"
-
-
-def open_image(reference, image_root: str | Path | None = None) -> Image.Image:
-    """A decoded RGB image from a path (relative to `image_root`), a `{"path", "bytes"}` dict or a PIL image."""
-    if isinstance(reference, Image.Image):
-        return reference.convert("RGB")
-    if isinstance(reference, dict) and reference.get("bytes"):
-        return Image.open(io.BytesIO(reference["bytes"])).convert("RGB")
-    path = image_path(reference, image_root)
-    if path is None:
-        raise FileNotFoundError("row has no image")
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def load_row_image(row: dict, image_root) -> tuple[Image.Image | None, str | None]:

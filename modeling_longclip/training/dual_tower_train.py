@@ -25,15 +25,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModel, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoModel, AutoTokenizer, TrainingArguments, set_seed
 
-from ..converters.export import render_model_card, write_sentence_transformers_files
-from ..hub import validate_model_folder
+from ..common.folders import validate_model_folder
+from ..export.cards import render_model_card
+from ..export.folder import write_sentence_transformers_files
 from ..modeling_llm2clip import LLM2CLIPModel
 from ..modeling_proclip import ProCLIPModel
 from ..processing_llm2clip import LLM2CLIPProcessor
 from .collator import DISTILL_CAPTIONS, CaptionPairCollator, DistillationCollator, ImageCaptionCollator
-from .data import DataError
+from ..common.cli import DataclassArgumentParser, command
+from ..common.errors import DataError
 from .dual_tower_models import AdapterDistillationModel, CaptionContrastiveModel, EMATeacherContrastiveModel
 from .longclip_train import DataArguments, data_source, load_training_data
 from .losses import STRUCTURE_FORMS
@@ -136,7 +138,7 @@ MODEL_CLASSES = {"llm2clip": LLM2CLIPModel, "proclip": ProCLIPModel}
 def _text_features(args: DualTowerArguments, model, processor):
     if not args.text_features:
         return None
-    from ..features import TextFeatureCache
+    from ..features.store import TextFeatureCache
 
     cache = TextFeatureCache(args.text_features)
     cache.check_model(model, processor)
@@ -240,24 +242,25 @@ def _main(family: str, argv=None) -> int:
     known, rest = stage_parser.parse_known_args(argv)
     stage = known.stage or "1"
     description, training_class = STAGES[(family, stage)]
-    parser = HfArgumentParser(
+    parser = DataclassArgumentParser(
         (DualTowerArguments, DataArguments, training_class),
         description=f"{family} stage {stage}: {description} (pick the stage with --stage 1|2; options that name "
         "another stage are ignored).",
     )
     args, data_args, training_args = parser.parse_args_into_dataclasses(args=rest)
-    try:
-        train_stage(family, stage, args, data_args, training_args)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    train_stage(family, stage, args, data_args, training_args)
     return 0
 
 
+INTERRUPTED = "the last saved checkpoint-N in --output-dir is kept; --resume-from-checkpoint True resumes from it"
+
+
+@command(kept=INTERRUPTED)
 def llm2clip_main(argv=None) -> int:
     return _main("llm2clip", argv)
 
 
+@command(kept=INTERRUPTED)
 def proclip_main(argv=None) -> int:
     return _main("proclip", argv)
 

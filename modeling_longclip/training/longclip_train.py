@@ -12,19 +12,20 @@ and `--no_exact_fp16` give transformers' conventions / fp32 arithmetic instead. 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import CLIPModel, CLIPProcessor, HfArgumentParser, TrainingArguments, set_seed
+from transformers import CLIPModel, CLIPProcessor, TrainingArguments, set_seed
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from ..converters.export import render_model_card, write_sentence_transformers_files
-from ..hub import validate_model_folder
+from ..common.cli import DataclassArgumentParser, command
+from ..common.folders import validate_model_folder
+from ..export.cards import render_model_card
+from ..export.folder import write_sentence_transformers_files
 from ..modeling_longclip import LongCLIPModel
 from ..processing_longclip import LongCLIPProcessor
 from .collator import ImageCaptionCollator
-from .data import (
+from ..common.caption_data import (
     DATASET_FORMATS,
     DataError,
     load_caption_file,
@@ -212,14 +213,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     return trainer, result
 
 
+@command(kept="the last saved checkpoint-N in --output-dir is kept; --resume-from-checkpoint True resumes from it")
 def main(argv=None) -> int:
-    parser = HfArgumentParser((ModelArguments, DataArguments, LongCLIPTrainingArguments))
+    parser = DataclassArgumentParser((ModelArguments, DataArguments, LongCLIPTrainingArguments), prog="longclip-train")
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    try:
-        train(model_args, data_args, training_args)
-    except (DataError, RecipeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    train(model_args, data_args, training_args)
     return 0
 
 

@@ -24,7 +24,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
 
 from ..modeling_longclip import PartiallyFrozenEmbedding
-from ..converters.export import write_sentence_transformers_files
+from ..common.errors import LongCLIPError
+from ..export.folder import write_sentence_transformers_files
 from .collator import SKIP_REASONS
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def vision_layer_depth(name: str, num_layers: int) -> int:
     return num_layers - int(match.group(1)) if match else num_layers + 1
 
 
-class RecipeError(ValueError):
+class RecipeError(LongCLIPError, ValueError):
     """A recipe option this setup cannot honour (e.g. under DeepSpeed ZeRO-3); the message names the option."""
 
 

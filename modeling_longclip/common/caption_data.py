@@ -15,12 +15,10 @@ from pathlib import Path
 
 import datasets
 
+from .errors import DataError
+
 SHAREGPT4V_TEST_RECORDS = 1000
 DATASET_FORMATS = ("auto", "sharegpt4v", "imagefolder")
-
-
-class DataError(ValueError):
-    """The training data is missing or malformed; the message names the file, column or record."""
 
 
 def short_caption_of(caption: str) -> str:

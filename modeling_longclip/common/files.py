@@ -1,12 +1,18 @@
-"""File writing shared by the caches, the feature store and the reports (not part of the Hub payload)."""
+"""Writing files and folders so that a reader (or a run that was killed halfway) sees the old version or the new one,
+never half of one: used by every room that writes (caches, feature store, reports, model folders, exports, indexes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import stat
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from .errors import ConversionError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -55,4 +61,34 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
             os.unlink(temporary)
 
 
-__all__ = ["TEMP_SUFFIX", "atomic_write", "current_umask", "new_file_mode"]
+def ensure_writable(output: str | Path, overwrite: bool) -> Path:
+    """Refuse early, before any work, to replace an existing non-empty folder without `overwrite`."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConversionError(f"{output} exists and is not a folder.")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise ConversionError(f"{output} already exists and is not empty; pass --overwrite to replace it.")
+    return output
+
+
+@contextlib.contextmanager
+def atomic_folder(output: str | Path, overwrite: bool = False):
+    """Yield a temporary sibling folder; on success it replaces `output` in one rename, on failure it vanishes."""
+    output = ensure_writable(output, overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    staging = output.parent / f".{output.name}.tmp-{tag}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = output.parent / f".{output.name}.old-{tag}"
+    if output.exists():
+        output.rename(old)
+    staging.rename(output)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["TEMP_SUFFIX", "atomic_folder", "atomic_write", "current_umask", "ensure_writable", "new_file_mode"]

@@ -8,7 +8,6 @@ The weights are random, so the similarities show the pipeline working end to end
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
@@ -16,10 +15,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .clean_load import load_in_clean_process
-from .converters.longclip import convert_longclip
-from .converters.openai_clip import TextShape, VisionShape
-from .converters.synthetic import random_openai_clip_state_dict
+from ..common.clean_load import load_in_clean_process
+from ..common.cli import ArgumentParser, command
+from ..converters.longclip import convert_longclip
+from ..converters.openai_clip import TextShape, VisionShape
+from ..converters.synthetic import random_openai_clip_state_dict
 
 DEMO_VISION = VisionShape(width=128, layers=2, heads=2, mlp_width=512, patch_size=16, image_size=64, output_dim=64)
 DEMO_TEXT = TextShape(width=128, layers=2, heads=2, mlp_width=512, vocab_size=49408, context_length=248, output_dim=64)
@@ -91,7 +91,7 @@ def run(output_dir: Path) -> dict:
         f"3. loaded it in a fresh process without modeling_longclip: {result['model_class']} from "
         f"{result['model_module'].rsplit('.', 1)[0]}, processor {result['processor_class']}"
     )
-    from . import LongCLIPModel, LongCLIPProcessor
+    from .. import LongCLIPModel, LongCLIPProcessor
 
     model = LongCLIPModel.from_pretrained(folder).eval()
     processor = LongCLIPProcessor.from_pretrained(folder)
@@ -107,8 +107,9 @@ def run(output_dir: Path) -> dict:
     return {"report": report, "remote_diff": remote_diff, "similarity": similarity, "folder": folder}
 
 
+@command()
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m modeling_longclip.demo.conversion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="demo_output/conversion", help="where the checkpoint and folder go")
     parser.add_argument("--clean", action="store_true", help="remove the output directory first")
     args = parser.parse_args(argv)

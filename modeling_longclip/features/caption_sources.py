@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .feature_store import caption_key
-from .training.data import TABLE_BUILDERS, DataError, read_table_file, short_caption_of
+from ..common.caption_data import TABLE_BUILDERS, read_table_file, short_caption_of
+from ..common.errors import DataError
+from .store import caption_key
 
 
 def load_caption_table(path: str | Path):

@@ -1,13 +1,10 @@
-"""LLM text-feature cache, command line: run the LLM text tower of LLM2CLIP / ProCLIP once over a caption set.
+"""`longclip-extract-text-features`: run the LLM text tower of LLM2CLIP / ProCLIP once over a caption set.
 
     longclip-extract-text-features --model LLM2CLIP-Llama-3-8B-hf --captions train.jsonl --output features/ \
         --caption-column caption --derive-short-captions
 
 Training the adapter (and evaluating with fixed text towers) only needs the pooled LLM embedding of each caption,
-`model.encode_llm(...)`; computing it once and storing it turns every later epoch into a table lookup. The pieces:
-feature_store.py (folder layout, keys, `TextFeatureCache`), feature_extraction.py (`run_extraction`),
-feature_fingerprint.py (what must match for features to be reused), caption_sources.py (`iter_captions`). Their
-public names are importable from here too.
+`model.encode_llm(...)`; computing it once and storing it turns every later epoch into a table lookup.
 """
 
 from __future__ import annotations
@@ -18,15 +15,16 @@ from pathlib import Path
 
 import torch
 
-from .caption_sources import CaptionSource, iter_captions, load_caption_table
-from .feature_extraction import DTYPES, ExtractionStats, extract_text_features, run_extraction
-from .feature_fingerprint import fingerprint_differences, model_fingerprint, text_tower, text_weights_hash
-from .feature_store import FeatureCacheError, TextFeatureCache, caption_key, read_index
-from .training.data import DataError
+from ..common.cli import ArgumentParser, command
+from ..common.errors import DataError
+from .caption_sources import iter_captions
+from .extraction import DTYPES, run_extraction
+from .fingerprint import text_tower
+from .store import read_index
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="longclip-extract-text-features",
         description="Run the LLM text tower of an LLM2CLIP / ProCLIP model over a caption set and cache the pooled "
         "embeddings (sharded safetensors + index.json). Rerunning the same command resumes an interrupted run.",
@@ -73,77 +71,47 @@ def load_model(model_dir: Path, device: str, dtype: torch.dtype, progress: bool 
     return model, processor
 
 
+@command(kept="every finished shard is kept; run the same command again to resume")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.batch_size < 1 or args.shard_size < 1:
-            raise DataError("--batch-size and --shard-size must be at least 1.")
-        model_dir = Path(args.model).expanduser()
-        if not (model_dir / "config.json").is_file():
-            raise DataError(f"{model_dir}: not a saved model folder (no config.json).")
-        output = Path(args.output).expanduser()
-        if output.exists() and not output.is_dir():
-            raise DataError(f"{output} exists and is not a folder.")
-        # Before the model: a wrong path or column fails in a second, not after loading the weights.
-        columns = args.caption_columns or ["caption"]
-        captions = iter_captions(args.captions, columns, args.id_column, args.derive_short_captions)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-            raise DataError(f"--device {device}: CUDA is not available on this machine.")
-        if args.dtype == "auto":
-            dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-        else:
-            dtype = DTYPES[args.dtype]
-        if output.is_dir() and not args.overwrite:
-            read_index(output)  # an unreadable index fails before the weights are loaded
-        model, processor = load_model(model_dir, device, dtype, progress=not args.no_progress)
-        stats = run_extraction(
-            model,
-            processor,
-            captions,
-            output,
-            batch_size=args.batch_size,
-            shard_size=args.shard_size,
-            dtype=dtype,
-            progress=not args.no_progress,
-            overwrite=args.overwrite,
-            storage_dtype=args.storage_dtype,
-        )
-    except (DataError, FeatureCacheError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError on torch >= 2.5 is the same class
-        print(
-            f"error: out of memory at --batch-size {args.batch_size}; lower it and run the same command again "
-            "(finished shards are kept).",
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: every finished shard is kept; run the same command again to resume.", file=sys.stderr)
-        return 130
+    if args.batch_size < 1 or args.shard_size < 1:
+        raise DataError("--batch-size and --shard-size must be at least 1.")
+    model_dir = Path(args.model).expanduser()
+    if not (model_dir / "config.json").is_file():
+        raise DataError(f"{model_dir}: not a saved model folder (no config.json).")
+    output = Path(args.output).expanduser()
+    if output.exists() and not output.is_dir():
+        raise DataError(f"{output} exists and is not a folder.")
+    # Before the model: a wrong path or column fails in a second, not after loading the weights.
+    columns = args.caption_columns or ["caption"]
+    captions = iter_captions(args.captions, columns, args.id_column, args.derive_short_captions)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"--device {device}: CUDA is not available on this machine.")
+    if args.dtype == "auto":
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    else:
+        dtype = DTYPES[args.dtype]
+    if output.is_dir() and not args.overwrite:
+        read_index(output)  # an unreadable index fails before the weights are loaded
+    model, processor = load_model(model_dir, device, dtype, progress=not args.no_progress)
+    stats = run_extraction(
+        model,
+        processor,
+        captions,
+        output,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        dtype=dtype,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        storage_dtype=args.storage_dtype,
+    )
     print(
         f"encoded {stats.encoded} captions, skipped {stats.cached} already cached and {stats.duplicates} repeated; "
         f"{stats.total} captions in {len(read_index(output)['shards'])} shards at {output}"
     )
     return 0
-
-
-__all__ = [
-    "CaptionSource",
-    "ExtractionStats",
-    "FeatureCacheError",
-    "TextFeatureCache",
-    "caption_key",
-    "extract_text_features",
-    "fingerprint_differences",
-    "iter_captions",
-    "load_caption_table",
-    "main",
-    "model_fingerprint",
-    "run_extraction",
-    "text_weights_hash",
-]
 
 
 if __name__ == "__main__":

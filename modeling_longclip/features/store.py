@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .feature_fingerprint import describe_differences, fingerprint_differences, model_fingerprint
-from .files import TEMP_SUFFIX, atomic_write
+from .fingerprint import describe_differences, fingerprint_differences, model_fingerprint
+from ..common.errors import LongCLIPError
+from ..common.files import TEMP_SUFFIX, atomic_write
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = 2
@@ -34,7 +35,7 @@ SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".safetensors"
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(LongCLIPError, ValueError):
     """The cache folder belongs to another model or processor, is not a feature cache, or cannot take these rows."""
 
 

@@ -11,7 +11,6 @@ The final model is a Hub-ready folder; the comparison table (Markdown, JSON) and
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -22,14 +21,15 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPModel, set_seed
 
-from .converters.clip_preprocessing import build_clip_tokenizer, clip_image_processor
-from .evaluation import RetrievalSet, comparison, comparison_markdown, evaluate_folders, write_comparison
-from .processing_longclip import LongCLIPProcessor, LongTextTruncationWarning
+from ..converters.clip_preprocessing import build_clip_tokenizer, clip_image_processor
+from ..evaluation import RetrievalSet, comparison, comparison_markdown, evaluate_folders, write_comparison
+from ..processing_longclip import LongCLIPProcessor, LongTextTruncationWarning
 from .scenes import CELL, make_scenes, write_split
-from .training.collator import ImageCaptionCollator
-from .training.data import load_caption_file
-from .training.longclip_train import DataArguments, LongCLIPTrainingArguments, ModelArguments, train
-from .training.trainer import CollatorEpochCallback, ContrastiveTrainer
+from ..common.caption_data import load_caption_file
+from ..common.cli import ArgumentParser, command
+from ..training.collator import ImageCaptionCollator
+from ..training.longclip_train import DataArguments, LongCLIPTrainingArguments, ModelArguments, train
+from ..training.trainer import CollatorEpochCallback, ContrastiveTrainer
 
 
 @dataclass
@@ -136,8 +136,9 @@ def run(output_dir: Path, settings: DemoSettings = DemoSettings(), log=print) ->
     return table
 
 
+@command(kept="the finished steps' folders are in --output-dir; rerun with --clean to start over")
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="longclip-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="demo_output", help="where data, models and results go")
     parser.add_argument("--clean", action="store_true", help="remove the output directory first")
     parser.add_argument("--clip-steps", type=int, default=DemoSettings.clip_steps)

@@ -9,7 +9,6 @@ must agree with PyTorch within the tolerance; otherwise nothing is written. Not 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .converters.export import ConversionError, atomic_folder, ensure_writable
+from ..common.cli import ArgumentParser, command
+from ..common.errors import ConversionError
+from ..common.files import atomic_folder, ensure_writable
 
 ONNX_FOLDER = "onnx"
 OPSET = 18
@@ -132,9 +133,12 @@ def export_onnx(folder: str | Path, overwrite: bool = False) -> list[GraphCheck]
     if not (folder / "config.json").is_file():
         raise ExportError(f"{folder} is not a model folder (no config.json).")
     output = ensure_writable(folder / ONNX_FOLDER, overwrite)
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32, attn_implementation="eager")
+    try:
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32, attn_implementation="eager")
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    except (OSError, ValueError) as error:  # unreadable weights, unknown model type, missing tokenizer: one line
+        raise ExportError(f"{folder}: cannot load the model or its processor ({error}).") from None
     model = model.eval()
-    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     for method in ("get_text_features", "get_image_features"):
         if not hasattr(model, method):
             raise ExportError(f"{folder}: {type(model).__name__} has no {method}; not a dual-tower model.")
@@ -159,8 +163,9 @@ def export_onnx(folder: str | Path, overwrite: bool = False) -> list[GraphCheck]
     return checks
 
 
+@command(kept="nothing was written (FOLDER/onnx is replaced only after both graphs pass)")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="longclip-export-onnx",
         description="Export a model folder's text and image feature paths to FOLDER/onnx/{text,vision}_model.onnx, "
         "checked with onnxruntime against PyTorch before anything is kept.",
@@ -168,11 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", help="a converted or fine-tuned model folder (Long-CLIP, stock CLIP, LLM2CLIP, ProCLIP)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing FOLDER/onnx")
     args = parser.parse_args(argv)
-    try:
-        checks = export_onnx(args.folder, overwrite=args.overwrite)
-    except (ConversionError, OSError, ValueError) as error:
-        print(f"longclip-export-onnx: {error}", file=sys.stderr)
-        return 2
+    checks = export_onnx(args.folder, overwrite=args.overwrite)
     for check in checks:
         print(check.line())
     print(f"wrote {Path(args.folder) / ONNX_FOLDER}")

@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .embedding import length_order
-from .feature_fingerprint import describe_differences, fingerprint_differences, model_fingerprint, text_tower
-from .feature_store import (
+from ..embedding import length_order
+from .fingerprint import describe_differences, fingerprint_differences, model_fingerprint, text_tower
+from .store import (
     INDEX_FORMAT,
     INDEX_NAME,
     TENSOR_NAME,
@@ -28,7 +28,7 @@ from .feature_store import (
     shard_name,
     write_index,
 )
-from .files import atomic_write
+from ..common.files import atomic_write
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -14,7 +14,6 @@ tokens (a causal tower at those positions sees nothing else). Export code, not p
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -22,8 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .converters.export import ConversionError, atomic_folder, ensure_writable
-from .modeling_longclip import POSITION_EMBEDDING_KEY, stretch_position_embeddings
+from ..common.cli import ArgumentParser, command
+from ..common.errors import ConversionError
+from ..common.files import atomic_folder, ensure_writable
+from ..modeling_longclip import POSITION_EMBEDDING_KEY, stretch_position_embeddings
 
 TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "CLIPModel")
 # CLIPModel and CLIPTextModelWithProjection keep the text tower under `text_model.`; transformers 5's CLIPTextModel is
@@ -189,8 +190,9 @@ def stretch_text_encoder(
     )  # fmt: skip
 
 
+@command(kept="nothing was written")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="longclip-stretch-text-encoder",
         description="Stretch a stock CLIP text encoder (e.g. SDXL's text_encoder_2) to 248 positions for diffusers.",
     )
@@ -204,15 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pad-token", help='pad token of the written tokenizer ("!" is id 0, the original padding)')
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     args = parser.parse_args(argv)
-    try:
-        report = stretch_text_encoder(
-            args.source, args.output, keep=args.keep, ratio=args.ratio, exact_fp16=args.exact_fp16,
-            tokenizer=args.tokenizer, tokenizer_output=args.tokenizer_output, pad_token=args.pad_token,
-            overwrite=args.overwrite,
-        )  # fmt: skip
-    except (ConversionError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    report = stretch_text_encoder(
+        args.source, args.output, keep=args.keep, ratio=args.ratio, exact_fp16=args.exact_fp16,
+        tokenizer=args.tokenizer, tokenizer_output=args.tokenizer_output, pad_token=args.pad_token,
+        overwrite=args.overwrite,
+    )  # fmt: skip
     print("\n".join(report.lines()))
     return 0
 
