@@ -41,10 +41,16 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def build_towers(size: str, attn: str, device: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     width, layers, heads, patch, image, swiglu = SHAPES[size]
-    common = dict(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads, patch_size=patch, image_size=image)
+    common = dict(
+        hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads, patch_size=patch, image_size=image
+    )
     torch.manual_seed(0)
-    clip = CLIPVisionModel._from_config(CLIPVisionConfig(**common, intermediate_size=4 * width), attn_implementation=attn)
-    eva = EVA02VisionModel._from_config(EVA02VisionConfig(**common, intermediate_size=swiglu), attn_implementation=attn)
+    clip = CLIPVisionModel._from_config(
+        CLIPVisionConfig(**common, intermediate_size=4 * width), attn_implementation=attn
+    )
+    eva = EVA02VisionModel._from_config(
+        EVA02VisionConfig(**common, intermediate_size=swiglu), attn_implementation=attn
+    )
     return {
         "EVA02VisionModel (modeling_longclip)": eva.to(device, dtype).eval(),
         "CLIPVisionModel (transformers)": clip.to(device, dtype).eval(),
@@ -89,7 +95,9 @@ def main(argv=None) -> int:
         args.sizes, args.batch, args.rounds, args.warmup = ["tiny"], 2, 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor() or "cpu"
+    device_name = (
+        torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor() or "cpu"
+    )
     results = []
     for size in args.sizes:
         towers = build_towers(size, args.attn, args.device, DTYPES[args.dtype])
@@ -99,11 +107,22 @@ def main(argv=None) -> int:
         seconds = time_towers(towers, pixels, args.rounds, args.warmup, args.device)
         for name, times in seconds.items():
             median = statistics.median(times)
-            results.append(dict(size=size, tower=name, attn=args.attn, batch=args.batch, seconds_per_batch=median,
-                                images_per_second=args.batch / median, rounds=args.rounds))  # fmt: skip
+            results.append(
+                dict(
+                    size=size,
+                    tower=name,
+                    attn=args.attn,
+                    batch=args.batch,
+                    seconds_per_batch=median,
+                    images_per_second=args.batch / median,
+                    rounds=args.rounds,
+                )
+            )
     threads = torch.get_num_threads()
-    print(f"device: {args.device} ({device_name}, {threads} threads), dtype {args.dtype}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}; median of {args.rounds} alternating rounds")  # fmt: skip
+    print(
+        f"device: {args.device} ({device_name}, {threads} threads), dtype {args.dtype}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}; median of {args.rounds} alternating rounds"
+    )
     print("| size | tower | attn | batch | images/s | ms/batch | EVA02 / CLIP |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
@@ -111,12 +130,22 @@ def main(argv=None) -> int:
         clip = next(r for r in rows if r["tower"].startswith("CLIP"))
         for row in rows:
             ratio = row["images_per_second"] / clip["images_per_second"]
-            print(f"| {size} | {row['tower']} | {row['attn']} | {row['batch']} | {row['images_per_second']:.2f} | "
-                  f"{1000 * row['seconds_per_batch']:.1f} | {ratio:.2f} |")  # fmt: skip
+            print(
+                f"| {size} | {row['tower']} | {row['attn']} | {row['batch']} | {row['images_per_second']:.2f} | "
+                f"{1000 * row['seconds_per_batch']:.1f} | {ratio:.2f} |"
+            )
     if args.json:
-        report = dict(device=args.device, device_name=device_name, threads=threads, dtype=args.dtype,
-                      versions=dict(torch=torch.__version__, transformers=transformers.__version__, python=sys.version.split()[0]),
-                      settings=vars(args) | {"json": str(args.json), "smoke": args.smoke}, results=results)  # fmt: skip
+        report = dict(
+            device=args.device,
+            device_name=device_name,
+            threads=threads,
+            dtype=args.dtype,
+            versions=dict(
+                torch=torch.__version__, transformers=transformers.__version__, python=sys.version.split()[0]
+            ),
+            settings=vars(args) | {"json": str(args.json), "smoke": args.smoke},
+            results=results,
+        )
         args.json.write_text(json.dumps(report, indent=2))
     return 0
 

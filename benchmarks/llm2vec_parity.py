@@ -40,6 +40,7 @@ SENTENCE = "A red bicycle leans on a brick wall,  next to a blue door.\nGulls ci
 
 def hard_captions(tokenizer) -> dict[str, str]:
     """Named captions that exercise every rule; the `tokens_N` ones hold exactly N caption tokens."""
+
     def exactly(n: int) -> str:
         text = " ".join(["cat"] * n)  # "cat" and " cat" are one Llama-3 token each
         count = len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -89,10 +90,18 @@ def reference(args) -> None:
             shutil.copy(Path(args.tokenizer) / name, folder / name)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, rope_theta=500000.0, rms_norm_eps=1e-5,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     model = LlamaModel(config)
     with torch.no_grad():
@@ -104,8 +113,12 @@ def reference(args) -> None:
     tokenizer.padding_side = "left"
     captions = hard_captions(tokenizer)
     names = list(captions)
-    out = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__, "llm2vec": "0.2.3"},
-           "names": names, "captions": [captions[n] for n in names], "settings": {}}  # fmt: skip
+    out = {
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "llm2vec": "0.2.3"},
+        "names": names,
+        "captions": [captions[n] for n in names],
+        "settings": {},
+    }
     for doc in DOC_MAX_LENGTHS:
         for dtype_name, dtype in DTYPES.items():
             bi = LlamaBiModel.from_pretrained(folder, torch_dtype=dtype).eval()
@@ -118,16 +131,24 @@ def reference(args) -> None:
             for t in texts:
                 features = l2v.tokenize([l2v.prepare_for_tokenization(l2v._convert_to_str("", t))])
                 with torch.no_grad():
-                    hidden = bi(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).last_hidden_state
-                tokens.append({
-                    "input_ids": features["input_ids"][0].tolist(), "embed_mask": features["embed_mask"][0].tolist(),
-                    "hidden": hidden[0].clone(),
-                })  # fmt: skip
-            out["settings"][f"{doc}/{dtype_name}"] = {"single": single.float(), "batched": batched.float(), "tokens": tokens}
+                    hidden = bi(
+                        input_ids=features["input_ids"], attention_mask=features["attention_mask"]
+                    ).last_hidden_state
+                tokens.append(
+                    {
+                        "input_ids": features["input_ids"][0].tolist(),
+                        "embed_mask": features["embed_mask"][0].tolist(),
+                        "hidden": hidden[0].clone(),
+                    }
+                )
+            out["settings"][f"{doc}/{dtype_name}"] = {
+                "single": single.float(),
+                "batched": batched.float(),
+                "tokens": tokens,
+            }
             print(f"llm2vec doc_max_length={doc} {dtype_name}: {len(texts)} captions encoded")
     torch.save(out, work / "llm2vec_reference.pt")
     print(f"wrote {work / 'llm2vec_reference.pt'}")
-
 
 
 # -- this package's environment -----------------------------------------------------------------------------------
@@ -146,8 +167,12 @@ def compare(args) -> None:
     ref = torch.load(work / "llm2vec_reference.pt", weights_only=False)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     text_config = AutoConfig.from_pretrained(folder)
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1, image_size=32, patch_size=16)
-    config = LLM2CLIPConfig(vision_config=vision, text_config=text_config.to_dict(), projection_dim=16, adapter_blocks=1)
+    vision = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1, image_size=32, patch_size=16
+    )
+    config = LLM2CLIPConfig(
+        vision_config=vision, text_config=text_config.to_dict(), projection_dim=16, adapter_blocks=1
+    )
     model = LLM2CLIPModel(config)
     model.load_text_model(folder)
     model.save_pretrained(work / "llm2clip")
@@ -157,22 +182,35 @@ def compare(args) -> None:
         # Loaded in the dtype, as llm2vec's recipe and the feature CLI do: `.to(bfloat16)` after an fp32 load would
         # also round the rotary `inv_freq` buffer, which from_pretrained keeps in float32.
         model = LLM2CLIPModel.from_pretrained(work / "llm2clip", dtype=DTYPES[dtype_name]).eval()
-        processor = LLM2CLIPProcessor(clip_image_processor(32), tokenizer, max_length=MAX_LENGTH, doc_max_length=int(doc))
+        processor = LLM2CLIPProcessor(
+            clip_image_processor(32), tokenizer, max_length=MAX_LENGTH, doc_max_length=int(doc)
+        )
         token_mismatch = []
         singles, hidden_diff, pooled_from_their_hidden, fp32_pooled = [], 0.0, [], []
         for name, caption, expected in zip(ref["names"], ref["captions"], stored["tokens"]):
             inputs = processor(text=[caption])
-            if inputs["input_ids"][0].tolist() != expected["input_ids"] or inputs["pooling_mask"][0].tolist() != expected["embed_mask"]:
+            if (
+                inputs["input_ids"][0].tolist() != expected["input_ids"]
+                or inputs["pooling_mask"][0].tolist() != expected["embed_mask"]
+            ):
                 token_mismatch.append(name)
             with torch.no_grad():
                 singles.append(model.encode_llm(**inputs))
-                ours = model.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+                ours = model.text_model(
+                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+                ).last_hidden_state
             hidden_diff = max(hidden_diff, (ours[0].float() - expected["hidden"].float()).abs().max().item())
-            pooled_from_their_hidden.append(pool_hidden_states(expected["hidden"][None], inputs["pooling_mask"], "mean"))
-            fp32_pooled.append(pool_hidden_states(expected["hidden"][None], inputs["pooling_mask"], "mean", torch.float32))
+            pooled_from_their_hidden.append(
+                pool_hidden_states(expected["hidden"][None], inputs["pooling_mask"], "mean")
+            )
+            fp32_pooled.append(
+                pool_hidden_states(expected["hidden"][None], inputs["pooling_mask"], "mean", torch.float32)
+            )
         singles = torch.cat(singles)
         pooling_diff = (torch.cat(pooled_from_their_hidden) - stored["single"]).abs().max().item()
-        fp32_rel = ((torch.cat(fp32_pooled) - stored["single"]).norm(dim=1) / stored["single"].norm(dim=1)).max().item()
+        fp32_rel = (
+            ((torch.cat(fp32_pooled) - stored["single"]).norm(dim=1) / stored["single"].norm(dim=1)).max().item()
+        )
         batched = torch.empty_like(singles)
         # llm2vec's batches: sorted by the character length of "!@#$%^&*()" + cut caption (numpy's argsort), 8 each
         lengths = [len(SEPARATOR + processor.fit_caption(c)) for c in ref["captions"]]
@@ -184,25 +222,39 @@ def compare(args) -> None:
         diff_single = (singles - stored["single"]).abs()
         diff_batched = (batched - stored["batched"]).abs()
         worst = ref["names"][int(diff_single.amax(dim=1).argmax())] if diff_single.max() > 0 else "-"
-        rows.append({
-            "setting": setting, "captions": len(ref["names"]), "token_mismatches": token_mismatch,
-            "single_max_abs_diff": diff_single.max().item(),
-            "single_max_rel_diff": (diff_single.norm(dim=1) / stored["single"].norm(dim=1)).max().item(), "single_bitwise_equal_rows": int((diff_single.amax(dim=1) == 0).sum()),
-            "batched_max_abs_diff": diff_batched.max().item(), "worst_caption": worst,
-            "max_abs_value": stored["single"].abs().max().item(), "hidden_max_abs_diff": hidden_diff,
-            "pooling_on_their_hidden_max_abs_diff": pooling_diff, "fp32_pooling_max_rel_diff": fp32_rel,
-        })  # fmt: skip
-    print(f"llm2vec side: {ref['versions']}; this side: torch {torch.__version__}, transformers {transformers.__version__}")
-    print("| max_length/doc_max_length, dtype | tokens + masks identical | max abs diff (one caption per call) | max relative diff | rows bitwise equal "
-          "| max abs diff (batched) | worst caption | hidden states max abs diff | our pooling on llm2vec's hidden states "
-          "| fp32 pooling instead, max relative diff |")
+        rows.append(
+            {
+                "setting": setting,
+                "captions": len(ref["names"]),
+                "token_mismatches": token_mismatch,
+                "single_max_abs_diff": diff_single.max().item(),
+                "single_max_rel_diff": (diff_single.norm(dim=1) / stored["single"].norm(dim=1)).max().item(),
+                "single_bitwise_equal_rows": int((diff_single.amax(dim=1) == 0).sum()),
+                "batched_max_abs_diff": diff_batched.max().item(),
+                "worst_caption": worst,
+                "max_abs_value": stored["single"].abs().max().item(),
+                "hidden_max_abs_diff": hidden_diff,
+                "pooling_on_their_hidden_max_abs_diff": pooling_diff,
+                "fp32_pooling_max_rel_diff": fp32_rel,
+            }
+        )
+    print(
+        f"llm2vec side: {ref['versions']}; this side: torch {torch.__version__}, transformers {transformers.__version__}"
+    )
+    print(
+        "| max_length/doc_max_length, dtype | tokens + masks identical | max abs diff (one caption per call) | max relative diff | rows bitwise equal "
+        "| max abs diff (batched) | worst caption | hidden states max abs diff | our pooling on llm2vec's hidden states "
+        "| fp32 pooling instead, max relative diff |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         doc, dtype_name = r["setting"].split("/")
         same = "all" if not r["token_mismatches"] else "differ: " + ", ".join(r["token_mismatches"])
-        print(f"| 512/{doc}, {dtype_name} | {same} | {r['single_max_abs_diff']:.3e} | {r['single_max_rel_diff']:.2e} | {r['single_bitwise_equal_rows']}/{r['captions']} "
-              f"| {r['batched_max_abs_diff']:.3e} | {r['worst_caption']} | {r['hidden_max_abs_diff']:.3e} "
-              f"| {r['pooling_on_their_hidden_max_abs_diff']:.3e} | {r['fp32_pooling_max_rel_diff']:.2e} |")  # fmt: skip
+        print(
+            f"| 512/{doc}, {dtype_name} | {same} | {r['single_max_abs_diff']:.3e} | {r['single_max_rel_diff']:.2e} | {r['single_bitwise_equal_rows']}/{r['captions']} "
+            f"| {r['batched_max_abs_diff']:.3e} | {r['worst_caption']} | {r['hidden_max_abs_diff']:.3e} "
+            f"| {r['pooling_on_their_hidden_max_abs_diff']:.3e} | {r['fp32_pooling_max_rel_diff']:.2e} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"versions": ref["versions"], "rows": rows}, indent=2))
     if any(r["token_mismatches"] for r in rows):
@@ -213,7 +265,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ref = sub.add_parser("reference", help="run llm2vec 0.2.3 (transformers 4.44.2 environment)")
-    ref.add_argument("--tokenizer", required=True, help="folder with a Llama-3 tokenizer.json (+ tokenizer_config.json)")
+    ref.add_argument(
+        "--tokenizer", required=True, help="folder with a Llama-3 tokenizer.json (+ tokenizer_config.json)"
+    )
     ref.add_argument("--work", required=True)
     cmp_ = sub.add_parser("compare", help="run this package on the same folder and compare")
     cmp_.add_argument("--work", required=True)

@@ -45,19 +45,63 @@ from modeling_longclip.embedding import order_by_length
 SOT, EOT, CONTEXT = 49406, 49407, 248
 
 CLIP_SHAPES = {
-    "tiny": dict(vision=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=1, image_size=32, patch_size=16),
-                 text=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=1), projection_dim=32),
-    "B/16": dict(vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16),
-                 text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8), projection_dim=512),
-    "L/14-336": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14),
-                     text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12), projection_dim=768),
-}  # fmt: skip
+    "tiny": dict(
+        vision=dict(
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=1,
+            image_size=32,
+            patch_size=16,
+        ),
+        text=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=1),
+        projection_dim=32,
+    ),
+    "B/16": dict(
+        vision=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+        ),
+        text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+        projection_dim=512,
+    ),
+    "L/14-336": dict(
+        vision=dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+        ),
+        text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        projection_dim=768,
+    ),
+}
 LLM_SHAPES = {
-    "tiny-llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=1000),
-    "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192),
-}  # fmt: skip
+    "tiny-llama": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1000,
+    ),
+    "llama-3-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        rope_theta=500000.0,
+        max_position_embeddings=8192,
+    ),
+}
 # Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, matched against the device name in order.
 NOTES: set[str] = set()  # peers that could not run, printed under the table and kept in the JSON
 BF16_PEAKS = (("H100 PCIe", 756e12), ("H100", 989.4e12), ("H200", 989.4e12), ("A100", 312e12), ("L40S", 362.05e12))
@@ -86,10 +130,40 @@ class Settings:
     @classmethod
     def for_mode(cls, smoke: bool, device: str, compile_: bool, gradient_checkpointing: bool) -> Settings:
         if smoke:
-            return cls(smoke, device, "float32", ["tiny"], "tiny-llama", 4, 8, 24, {"tiny": 8}, 4, 12, 1, 2,
-                       gradient_checkpointing, compile_)  # fmt: skip
-        return cls(smoke, device, "bfloat16", ["B/16", "L/14-336"], "llama-3-8b", 256, 1024, 4096,
-                   {"B/16": 256, "L/14-336": 128}, 64, 1024, 3, 10, gradient_checkpointing, compile_)  # fmt: skip
+            return cls(
+                smoke,
+                device,
+                "float32",
+                ["tiny"],
+                "tiny-llama",
+                4,
+                8,
+                24,
+                {"tiny": 8},
+                4,
+                12,
+                1,
+                2,
+                gradient_checkpointing,
+                compile_,
+            )
+        return cls(
+            smoke,
+            device,
+            "bfloat16",
+            ["B/16", "L/14-336"],
+            "llama-3-8b",
+            256,
+            1024,
+            4096,
+            {"B/16": 256, "L/14-336": 128},
+            64,
+            1024,
+            3,
+            10,
+            gradient_checkpointing,
+            compile_,
+        )
 
 
 @dataclass
@@ -193,17 +267,30 @@ def open_clip_model(shape: str, settings: Settings):
     spec = CLIP_SHAPES[shape]
     vision, text = spec["vision"], spec["text"]
     torch.manual_seed(settings.seed)
-    towers = torch.nn.ModuleDict({
-        "text": transformer.TextTransformer(
-            context_length=CONTEXT, vocab_size=49408, width=text["hidden_size"], heads=text["num_attention_heads"],
-            layers=text["num_hidden_layers"], mlp_ratio=text["intermediate_size"] / text["hidden_size"],
-            output_dim=spec["projection_dim"], act_layer=transformer.QuickGELU),
-        "vision": transformer.VisionTransformer(
-            image_size=vision["image_size"], patch_size=vision["patch_size"], width=vision["hidden_size"],
-            heads=vision["num_attention_heads"], layers=vision["num_hidden_layers"],
-            mlp_ratio=vision["intermediate_size"] / vision["hidden_size"], output_dim=spec["projection_dim"],
-            act_layer=transformer.QuickGELU),
-    })  # fmt: skip
+    towers = torch.nn.ModuleDict(
+        {
+            "text": transformer.TextTransformer(
+                context_length=CONTEXT,
+                vocab_size=49408,
+                width=text["hidden_size"],
+                heads=text["num_attention_heads"],
+                layers=text["num_hidden_layers"],
+                mlp_ratio=text["intermediate_size"] / text["hidden_size"],
+                output_dim=spec["projection_dim"],
+                act_layer=transformer.QuickGELU,
+            ),
+            "vision": transformer.VisionTransformer(
+                image_size=vision["image_size"],
+                patch_size=vision["patch_size"],
+                width=vision["hidden_size"],
+                heads=vision["num_attention_heads"],
+                layers=vision["num_hidden_layers"],
+                mlp_ratio=vision["intermediate_size"] / vision["hidden_size"],
+                output_dim=spec["projection_dim"],
+                act_layer=transformer.QuickGELU,
+            ),
+        }
+    )
     towers.logit_scale = torch.nn.Parameter(torch.tensor(math.log(100.0)))
     return towers.to(settings.device)
 
@@ -218,7 +305,9 @@ def check_close(name: str, ours: torch.Tensor, reference: torch.Tensor, settings
     difference = (F.normalize(ours.float(), dim=-1) - F.normalize(reference.float(), dim=-1)).abs().max().item()
     tolerance = 1e-4 if settings.dtype == "float32" else 3e-2
     if not difference <= tolerance:
-        raise AssertionError(f"{name}: this package's path differs from the stock path by {difference:.2e} (> {tolerance})")
+        raise AssertionError(
+            f"{name}: this package's path differs from the stock path by {difference:.2e} (> {tolerance})"
+        )
     return difference
 
 
@@ -229,8 +318,12 @@ def bench_image(shape: str, settings: Settings) -> list[Result]:
     pixels = torch.randn(batch, 3, size, size, device=settings.device)
     results = []
     with torch.no_grad(), autocast(settings):
-        difference = check_close("image", ours.get_image_features(pixel_values=pixels[:4]).pooler_output,
-                                 stock.get_image_features(pixel_values=pixels[:4]).pooler_output, settings)  # fmt: skip
+        difference = check_close(
+            "image",
+            ours.get_image_features(pixel_values=pixels[:4]).pooler_output,
+            stock.get_image_features(pixel_values=pixels[:4]).pooler_output,
+            settings,
+        )
         peers = {
             "stock CLIPModel": lambda: stock.get_image_features(pixel_values=pixels),
             "modeling_longclip": maybe_compile(lambda: ours.get_image_features(pixel_values=pixels), settings),
@@ -239,8 +332,18 @@ def bench_image(shape: str, settings: Settings) -> list[Result]:
             peers["open_clip (original)"] = lambda: towers["vision"](pixels)
         for peer, fn in peers.items():
             seconds, peak = measure(fn, settings)
-            results.append(Result("image", shape, peer, batch / seconds, "images/s", batch, peak,
-                                  {"max_embedding_difference": difference} if peer == "modeling_longclip" else {}))  # fmt: skip
+            results.append(
+                Result(
+                    "image",
+                    shape,
+                    peer,
+                    batch / seconds,
+                    "images/s",
+                    batch,
+                    peak,
+                    {"max_embedding_difference": difference} if peer == "modeling_longclip" else {},
+                )
+            )
     return results
 
 
@@ -253,9 +356,16 @@ def bench_text(shape: str, settings: Settings) -> list[Result]:
     mask = padding_mask(lengths, CONTEXT)
     device = settings.device
     # Inputs are built before timing: the tower is measured, the same way for every peer.
-    bucketed = [(ids[rows, : max(lengths[i] for i in rows)].to(device), rows) for rows in length_batches(lengths, settings.text_batch)]
-    padded = [(ids[rows].to(device), mask[rows].to(device)) for rows in in_order_batches(len(lengths), settings.text_batch)]
-    ours_text = maybe_compile(lambda input_ids: ours.get_text_features(input_ids=input_ids).pooler_output, settings, dynamic=True)
+    bucketed = [
+        (ids[rows, : max(lengths[i] for i in rows)].to(device), rows)
+        for rows in length_batches(lengths, settings.text_batch)
+    ]
+    padded = [
+        (ids[rows].to(device), mask[rows].to(device)) for rows in in_order_batches(len(lengths), settings.text_batch)
+    ]
+    ours_text = maybe_compile(
+        lambda input_ids: ours.get_text_features(input_ids=input_ids).pooler_output, settings, dynamic=True
+    )
 
     def run_ours():
         return [ours_text(batch) for batch, _ in bucketed]
@@ -263,11 +373,18 @@ def bench_text(shape: str, settings: Settings) -> list[Result]:
     results = []
     with torch.no_grad(), autocast(settings):
         first, rows = bucketed[0]
-        difference = check_close("text", ours.get_text_features(input_ids=first[:4]).pooler_output,
-                                 stock.get_text_features(input_ids=ids[rows[:4]].to(device), attention_mask=mask[rows[:4]].to(device)).pooler_output,
-                                 settings)  # fmt: skip
+        difference = check_close(
+            "text",
+            ours.get_text_features(input_ids=first[:4]).pooler_output,
+            stock.get_text_features(
+                input_ids=ids[rows[:4]].to(device), attention_mask=mask[rows[:4]].to(device)
+            ).pooler_output,
+            settings,
+        )
         peers = {
-            "stock CLIPModel (padded to 248)": lambda: [stock.get_text_features(input_ids=i, attention_mask=m) for i, m in padded],
+            "stock CLIPModel (padded to 248)": lambda: [
+                stock.get_text_features(input_ids=i, attention_mask=m) for i, m in padded
+            ],
             "modeling_longclip (length-bucketed)": run_ours,
         }
         if towers is not None:
@@ -279,7 +396,9 @@ def bench_text(shape: str, settings: Settings) -> list[Result]:
             extra = {"padding_waste": 1 - real / tokens}
             if "bucketed" in peer:
                 extra["max_embedding_difference"] = difference
-            results.append(Result("text", shape, peer, len(lengths) / seconds, "texts/s", settings.text_batch, peak, extra))
+            results.append(
+                Result("text", shape, peer, len(lengths) / seconds, "texts/s", settings.text_batch, peak, extra)
+            )
     return results
 
 
@@ -291,9 +410,11 @@ def training_batch(shape: str, batch: int, settings: Settings) -> dict:
     short_lengths = [rng.randint(8, 25) for _ in range(batch)]
     return {
         "pixels": torch.randn(batch, 3, size, size, generator=generator),
-        "long": clip_ids(long_lengths, CONTEXT, generator), "long_lengths": long_lengths,
-        "short": clip_ids(short_lengths, CONTEXT, generator), "short_lengths": short_lengths,
-    }  # fmt: skip
+        "long": clip_ids(long_lengths, CONTEXT, generator),
+        "long_lengths": long_lengths,
+        "short": clip_ids(short_lengths, CONTEXT, generator),
+        "short_lengths": short_lengths,
+    }
 
 
 def bench_train(shape: str, settings: Settings) -> list[Result]:
@@ -334,8 +455,12 @@ def bench_train(shape: str, settings: Settings) -> list[Result]:
 
     def stock_loss():
         image = F.normalize(stock.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
-        text = F.normalize(stock.get_text_features(input_ids=long_full, attention_mask=long_mask).pooler_output, dim=-1)
-        short = F.normalize(stock.get_text_features(input_ids=short_full, attention_mask=short_mask).pooler_output, dim=-1)
+        text = F.normalize(
+            stock.get_text_features(input_ids=long_full, attention_mask=long_mask).pooler_output, dim=-1
+        )
+        short = F.normalize(
+            stock.get_text_features(input_ids=short_full, attention_mask=short_mask).pooler_output, dim=-1
+        )
         return long_clip_loss(image, text, stock.logit_scale.exp(), short, pca_components=pca, label_smoothing=0.1)
 
     with torch.no_grad():
@@ -353,7 +478,9 @@ def bench_train(shape: str, settings: Settings) -> list[Result]:
             image = F.normalize(towers["vision"](pixels), dim=-1)
             text = F.normalize(towers["text"](long_full), dim=-1)
             short = F.normalize(towers["text"](short_full), dim=-1)
-            return long_clip_loss(image, text, towers.logit_scale.exp(), short, pca_components=pca, label_smoothing=0.1)
+            return long_clip_loss(
+                image, text, towers.logit_scale.exp(), short, pca_components=pca, label_smoothing=0.1
+            )
 
         peers["open_clip (original, padded to 248)"] = stepper(towers, open_clip_loss)
     for peer, step in peers.items():
@@ -421,7 +548,9 @@ def bench_llm(settings: Settings) -> list[Result]:
         batched = model.encode_llm(*peers["in given order (padded per batch)"][0])[:2]
         difference = check_close("llm", batched, torch.cat(single), settings)
         for peer, batches in peers.items():
-            seconds, memory = measure(lambda batches=batches: [model.encode_llm(input_ids=i, attention_mask=m) for i, m in batches], settings)
+            seconds, memory = measure(
+                lambda batches=batches: [model.encode_llm(input_ids=i, attention_mask=m) for i, m in batches], settings
+            )
             padded_tokens = sum(i.numel() for i, _ in batches)
             extra = {
                 "padding_waste": 1 - real / padded_tokens,
@@ -431,13 +560,23 @@ def bench_llm(settings: Settings) -> list[Result]:
             }
             if peer.startswith("modeling_longclip"):
                 extra["max_embedding_difference"] = difference
-            results.append(Result("llm", settings.llm_shape, peer, real / seconds, "tokens/s", settings.llm_batch, memory, extra))
+            results.append(
+                Result("llm", settings.llm_shape, peer, real / seconds, "tokens/s", settings.llm_batch, memory, extra)
+            )
     return results
 
 
 def environment(settings: Settings) -> dict:
-    device = torch.cuda.get_device_name(settings.device) if settings.device.startswith("cuda") else (platform.processor() or "cpu")
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    device = (
+        torch.cuda.get_device_name(settings.device)
+        if settings.device.startswith("cuda")
+        else (platform.processor() or "cpu")
+    )
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     with contextlib.suppress(Exception):
         from importlib.metadata import version
 
@@ -446,31 +585,53 @@ def environment(settings: Settings) -> dict:
 
 
 def table(results: list[Result]) -> str:
-    lines = ["| section | shape | peer | throughput | vs first peer | peak memory (GiB) | notes |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| section | shape | peer | throughput | vs first peer | peak memory (GiB) | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     baseline = {}
     for r in results:
         key = (r.section, r.shape)
         baseline.setdefault(key, r.throughput)
-        notes = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.extra.items() if v is not None)
+        notes = ", ".join(
+            f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.extra.items() if v is not None
+        )
         peak = f"{r.peak_gib:.1f}" if r.peak_gib is not None else "-"
-        lines.append(f"| {r.section} | {r.shape} | {r.peer} | {r.throughput:,.1f} {r.unit} | "
-                     f"{r.throughput / baseline[key]:.2f}x | {peak} | {notes} |")  # fmt: skip
+        lines.append(
+            f"| {r.section} | {r.shape} | {r.peer} | {r.throughput:,.1f} {r.unit} | "
+            f"{r.throughput / baseline[key]:.2f}x | {peak} | {notes} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny shapes in fp32 on CPU: checks the script itself")
-    parser.add_argument("--sections", nargs="+", default=["image", "text", "train", "llm"], choices=["image", "text", "train", "llm"])
-    parser.add_argument("--shapes", nargs="+", choices=sorted(CLIP_SHAPES), help="CLIP shapes (default: B/16 and L/14-336; tiny with --smoke)")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="torch.compile this package's encode paths (default: on with CUDA, off otherwise)")  # fmt: skip
+    parser.add_argument(
+        "--sections", nargs="+", default=["image", "text", "train", "llm"], choices=["image", "text", "train", "llm"]
+    )
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=sorted(CLIP_SHAPES),
+        help="CLIP shapes (default: B/16 and L/14-336; tiny with --smoke)",
+    )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile this package's encode paths (default: on with CUDA, off otherwise)",
+    )
     parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available() and not args.smoke
     device = "cuda" if cuda else "cpu"
-    settings = Settings.for_mode(args.smoke or not cuda, device, cuda if args.compile is None else args.compile, args.gradient_checkpointing)
+    settings = Settings.for_mode(
+        args.smoke or not cuda, device, cuda if args.compile is None else args.compile, args.gradient_checkpointing
+    )
     if not cuda and not args.smoke:
         print("no CUDA device: running the smoke configuration", file=sys.stderr)
     if args.shapes:
@@ -485,8 +646,10 @@ def main(argv=None) -> int:
             results += {"image": bench_image, "text": bench_text, "train": bench_train}[section](shape, settings)
     info = environment(settings)
     print(f"\n{info['device']} · {info['date']} · " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
-    print(f"dtype {settings.dtype}, compile {settings.compile}, gradient checkpointing {settings.gradient_checkpointing}, "
-          f"caption mix: {settings.caption_mix}\n")  # fmt: skip
+    print(
+        f"dtype {settings.dtype}, compile {settings.compile}, gradient checkpointing {settings.gradient_checkpointing}, "
+        f"caption mix: {settings.caption_mix}\n"
+    )
     print(table(results))
     for note in sorted(NOTES):
         print(f"\nnote: {note}")

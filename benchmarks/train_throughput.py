@@ -17,19 +17,24 @@ import time
 from dataclasses import dataclass
 
 import torch
+from peers import CLIP_SHAPES, clip_ids  # benchmarks/ is on sys.path when this runs as a script
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
 
 from modeling_longclip import LongCLIPConfig, LongCLIPModel
 from modeling_longclip.training.trainer import ContrastiveTrainer
-from peers import CLIP_SHAPES, clip_ids  # benchmarks/ is on sys.path when this runs as a script
 
 
 class SyntheticPairs(Dataset):
     """Random pixels and token ids shaped like real Long-CLIP batches (already tokenized: no decoding cost)."""
 
     def __init__(self, image_size: int, length: int = 100_000, long_tokens: int = 200, short_tokens: int = 20):
-        self.image_size, self.length, self.long_tokens, self.short_tokens = image_size, length, long_tokens, short_tokens
+        self.image_size, self.length, self.long_tokens, self.short_tokens = (
+            image_size,
+            length,
+            long_tokens,
+            short_tokens,
+        )
 
     def __len__(self):
         return self.length
@@ -68,21 +73,35 @@ class StepTimer(TrainerCallback):
 
 def run(size: str, attn: str, steps: int, warmup: int, batch: int, bf16: bool, gradient_checkpointing: bool) -> dict:
     spec = CLIP_SHAPES[size]
-    config = LongCLIPConfig(text_config=spec["text"], vision_config=spec["vision"], projection_dim=spec["projection_dim"])
+    config = LongCLIPConfig(
+        text_config=spec["text"], vision_config=spec["vision"], projection_dim=spec["projection_dim"]
+    )
     model = LongCLIPModel(config)
     model.set_attn_implementation(attn)
     cuda = torch.cuda.is_available()
     args = TrainingArguments(
-        output_dir="/tmp/longclip-throughput", max_steps=warmup + steps, per_device_train_batch_size=batch,
-        learning_rate=1e-6, bf16=bf16 and cuda, gradient_checkpointing=gradient_checkpointing, save_strategy="no",
-        report_to="none", logging_steps=10_000, disable_tqdm=True, dataloader_num_workers=4 if cuda else 0,
-        remove_unused_columns=False, use_cpu=not cuda,
-    )  # fmt: skip
+        output_dir="/tmp/longclip-throughput",
+        max_steps=warmup + steps,
+        per_device_train_batch_size=batch,
+        learning_rate=1e-6,
+        bf16=bf16 and cuda,
+        gradient_checkpointing=gradient_checkpointing,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=10_000,
+        disable_tqdm=True,
+        dataloader_num_workers=4 if cuda else 0,
+        remove_unused_columns=False,
+        use_cpu=not cuda,
+    )
     timer = StepTimer(warmup)
     trainer = ContrastiveTrainer(
-        model=model, args=args, train_dataset=SyntheticPairs(spec["vision"]["image_size"]),
-        data_collator=SyntheticCollator(200, 20), callbacks=[timer],
-    )  # fmt: skip
+        model=model,
+        args=args,
+        train_dataset=SyntheticPairs(spec["vision"]["image_size"]),
+        data_collator=SyntheticCollator(200, 20),
+        callbacks=[timer],
+    )
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -90,10 +109,13 @@ def run(size: str, attn: str, steps: int, warmup: int, batch: int, bf16: bool, g
         torch.cuda.synchronize()
     seconds = time.perf_counter() - timer.start
     return {
-        "size": size, "attn": attn, "batch": batch, "gc": gradient_checkpointing,
+        "size": size,
+        "attn": attn,
+        "batch": batch,
+        "gc": gradient_checkpointing,
         "samples_per_s": timer.timed * batch / seconds,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -117,7 +139,9 @@ def main() -> None:
     print("| size | attention | batch/device | grad. checkpointing | samples/s | peak memory (GiB) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['attn']} | {r['batch']} | {r['gc']} | {r['samples_per_s']:.1f} | {r['peak_gib']:.1f} |")
+        print(
+            f"| {r['size']} | {r['attn']} | {r['batch']} | {r['gc']} | {r['samples_per_s']:.1f} | {r['peak_gib']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -7,9 +7,8 @@ combined ("mean" or "last") is the model's.
 
 from transformers import AutoConfig, CLIPVisionConfig, SiglipVisionConfig
 
-from .transformers_compat import PreTrainedConfig, finish_post_init, portable_config, with_legacy_rope_fields
-
 from .configuration_eva02 import EVA02VisionConfig
+from .transformers_compat import PreTrainedConfig, finish_post_init, portable_config, with_legacy_rope_fields
 
 POOLING_MODES = ("mean", "last")
 # The image towers a folder can hold, by `vision_tower`: the config class of `vision_config` for each.

@@ -29,7 +29,9 @@ def scaled_similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor, log
     return image_embeds, text_embeds, logits_per_text
 
 
-def pool_text_windows(window_embeds: torch.Tensor, window_to_text: torch.Tensor, window_tokens: torch.Tensor, n_texts: int):
+def pool_text_windows(
+    window_embeds: torch.Tensor, window_to_text: torch.Tensor, window_tokens: torch.Tensor, n_texts: int
+):
     """Pool the windows of each long text: token-count-weighted mean of L2-normalized window embeddings, re-normalized.
 
     A window's weight is its number of caption tokens, so a short tail window counts for what it holds.

@@ -121,9 +121,14 @@ class LongCLIPImageProcessor(BaseImageProcessor):
 
     def _settings(self, overrides: dict) -> dict:
         settings = {
-            "size": self.size, "crop_size": self.crop_size, "flavour": self.flavour,
-            "image_mean": self.image_mean, "image_std": self.image_std, "resample": self.resample, **overrides,
-        }  # fmt: skip
+            "size": self.size,
+            "crop_size": self.crop_size,
+            "flavour": self.flavour,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "resample": self.resample,
+            **overrides,
+        }
         if settings["flavour"] not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}, got {settings['flavour']!r}.")
         short = _edge(settings["size"], "shortest_edge", "size")
@@ -138,7 +143,9 @@ class LongCLIPImageProcessor(BaseImageProcessor):
     def preprocess(self, images, **kwargs) -> BatchFeature:
         unknown = sorted(set(kwargs) - set(CALL_OPTIONS))
         if unknown:
-            raise TypeError(f"LongCLIPImageProcessor got unexpected keyword argument(s) {unknown}; it accepts {CALL_OPTIONS}.")
+            raise TypeError(
+                f"LongCLIPImageProcessor got unexpected keyword argument(s) {unknown}; it accepts {CALL_OPTIONS}."
+            )
         return_tensors = kwargs.pop("return_tensors", None)
         float_range = 255.0 if kwargs.pop("do_rescale", None) else 1.0
         settings = self._settings(kwargs)

@@ -10,6 +10,7 @@ ProCLIP (modeling_proclip.py) is the same model with CLIP's own projection and o
 from __future__ import annotations
 
 import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,20 +18,27 @@ from transformers import AutoModel, CLIPVisionModel, PreTrainedModel, SiglipVisi
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPOutput
 
+from .configuration_eva02 import EVA02VisionConfig  # noqa: F401  (transformers 4.x copies only direct imports)
 from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
-from .configuration_eva02 import EVA02VisionConfig  # noqa: F401  (transformers 4.x copies only direct imports)
 from .embedding import EmbeddingMixin, resolve_return_dict, scaled_similarity
 from .modeling_eva02 import EVA02VisionModel
 from .transformers_compat import PreTrainedConfig, bidirectional_attention_mask, legacy_vision_key_mapping
-
 
 # Keyword arguments of `forward` that the image tower takes too.
 VISION_OPTIONS = ("output_hidden_states", "output_attentions", "interpolate_pos_encoding")
 # The image tower class for each `config.vision_tower`; each returns a pooled ModelOutput like CLIPVisionModel.
 VISION_TOWERS = {"clip": CLIPVisionModel, "siglip2": SiglipVisionModel, "eva02": EVA02VisionModel}
 
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "trust_remote_code")
+_HUB_KWARGS = (
+    "cache_dir",
+    "force_download",
+    "local_files_only",
+    "token",
+    "revision",
+    "subfolder",
+    "trust_remote_code",
+)
 
 
 class ResidualMLPBlock(nn.Module):
@@ -39,7 +47,9 @@ class ResidualMLPBlock(nn.Module):
     def __init__(self, dim: int, expansion: int):
         super().__init__()
         self.ln = nn.LayerNorm(dim)
-        self.fn = nn.Sequential(nn.Linear(dim, dim * expansion), nn.GELU(), nn.Dropout(0.0), nn.Linear(dim * expansion, dim))
+        self.fn = nn.Sequential(
+            nn.Linear(dim, dim * expansion), nn.GELU(), nn.Dropout(0.0), nn.Linear(dim * expansion, dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.fn(self.ln(x))
@@ -133,7 +143,10 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
             self.visual_projection = nn.Identity()
         self.text_model = make_bidirectional(AutoModel.from_config(config.text_config))
         self.text_adapter = TextAdapter(
-            config.text_config.hidden_size, config.projection_dim, config.adapter_blocks, config.adapter_expansion,
+            config.text_config.hidden_size,
+            config.projection_dim,
+            config.adapter_blocks,
+            config.adapter_expansion,
             config.adapter_normalize_input,
         )
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
@@ -201,9 +214,11 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         mask = bidirectional_attention_mask(self.text_model, attention_mask, self.text_model.dtype)
         output = self.text_model(input_ids=input_ids, attention_mask=mask, return_dict=True, **kwargs)
         pooled = pool_hidden_states(
-            output.last_hidden_state, attention_mask if pooling_mask is None else pooling_mask, self.config.pooling,
+            output.last_hidden_state,
+            attention_mask if pooling_mask is None else pooling_mask,
+            self.config.pooling,
             pooling_dtypes[choice],
-        )  # fmt: skip
+        )
         return output, pooled
 
     def encode_llm(
@@ -233,7 +248,9 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         llm = None
         if text_embeds is None:
             if input_ids is None:
-                raise ValueError("get_text_features needs input_ids (with attention_mask / pooling_mask) or text_embeds.")
+                raise ValueError(
+                    "get_text_features needs input_ids (with attention_mask / pooling_mask) or text_embeds."
+                )
             llm, text_embeds = self.run_text_model(input_ids, attention_mask, pooling_mask, **kwargs)
         output_layer = self.text_adapter.adaptor[-1].weight
         text_outputs = BaseModelOutputWithPooling(

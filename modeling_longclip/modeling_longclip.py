@@ -16,9 +16,9 @@ from transformers import CLIPConfig, CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_longclip import LongCLIPConfig
-from .transformers_compat import asks_dict
 from .contrastive import long_clip_loss
 from .embedding import EmbeddingMixin, pooled_features, resolve_return_dict, scaled_similarity
+from .transformers_compat import asks_dict
 
 POSITION_EMBEDDING_KEY = "text_model.embeddings.position_embedding.weight"
 
@@ -102,7 +102,7 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         ratio: int = 4,
         exact_fp16: bool = False,
         **from_pretrained_kwargs,
-    ) -> "LongCLIPModel":
+    ) -> LongCLIPModel:
         """Stretch a CLIP model (object or local folder / Hub id) into a Long-CLIP model.
 
         The text position table grows to keep + (n - keep) * ratio rows; every other weight is copied unchanged.
@@ -149,13 +149,24 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         `CLIPOutput.to_tuple()`.
         """
         vision_outputs = self._projected(
-            self.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **asks_dict(self.vision_model), **kwargs),
+            self.vision_model(
+                pixel_values=pixel_values,
+                interpolate_pos_encoding=interpolate_pos_encoding,
+                **asks_dict(self.vision_model),
+                **kwargs,
+            ),
             self.visual_projection,
-        )  # fmt: skip
+        )
         text_outputs = self._projected(
-            self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **asks_dict(self.text_model), **kwargs),
+            self.text_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                **asks_dict(self.text_model),
+                **kwargs,
+            ),
             self.text_projection,
-        )  # fmt: skip
+        )
         image_embeds, text_embeds, logits_per_text = scaled_similarity(
             vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale
         )
@@ -164,7 +175,9 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
             short_embeds = None
             if short_input_ids is not None:
                 short_embeds = pooled_features(
-                    self.get_text_features(input_ids=short_input_ids, attention_mask=short_attention_mask, return_dict=True)
+                    self.get_text_features(
+                        input_ids=short_input_ids, attention_mask=short_attention_mask, return_dict=True
+                    )
                 )
                 short_embeds = short_embeds / short_embeds.norm(dim=-1, keepdim=True)
             loss = long_clip_loss(

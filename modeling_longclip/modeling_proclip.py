@@ -5,16 +5,15 @@ Part of the flat Hub payload: imports only torch, transformers and sibling paylo
 tuning with an EMA image teacher) live in the training package, not in the model.
 """
 
-from .configuration_proclip import ProCLIPConfig
-from .modeling_llm2clip import LLM2CLIPModel
-
 # transformers 4.x copies into its module cache only the files a remote-code file imports itself, so the files
 # modeling_llm2clip.py imports are named here too.
 from .configuration_eva02 import EVA02VisionConfig  # noqa: F401, E402
 from .configuration_llm2clip import LLM2CLIPConfig  # noqa: F401, E402
+from .configuration_proclip import ProCLIPConfig
 from .contrastive import contrastive_loss  # noqa: F401, E402
 from .embedding import EmbeddingMixin  # noqa: F401, E402
 from .modeling_eva02 import EVA02VisionModel  # noqa: F401, E402
+from .modeling_llm2clip import LLM2CLIPModel
 from .transformers_compat import PreTrainedConfig  # noqa: F401, E402
 
 

@@ -74,7 +74,10 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
             raise ValueError(f"instruction_separator must be None or visible text, got {instruction_separator!r}.")
         self.text_template, self.pooling_scope = text_template, pooling_scope
         self.max_length, self.doc_max_length, self.padding_side = max_length, doc_max_length, padding_side
-        self.strip_trailing_whitespace, self.instruction_separator = bool(strip_trailing_whitespace), instruction_separator
+        self.strip_trailing_whitespace, self.instruction_separator = (
+            bool(strip_trailing_whitespace),
+            instruction_separator,
+        )
         super().__init__(image_processor, tokenizer, **kwargs)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token  # llm2vec pads with EOS
@@ -160,16 +163,24 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
     ) -> dict:
         max_length, padding_side = max_length or self.max_length, padding_side or self.padding_side
         if padding not in (True, "longest", "max_length"):
-            raise ValueError(f"LLM2CLIPProcessor pads every batch (padding True, 'longest' or 'max_length'), got {padding!r}.")
+            raise ValueError(
+                f"LLM2CLIPProcessor pads every batch (padding True, 'longest' or 'max_length'), got {padding!r}."
+            )
         if truncation in (False, "do_not_truncate"):
-            raise ValueError("LLM2CLIPProcessor always truncates at max_length, as llm2vec does; truncation=False is not supported.")
+            raise ValueError(
+                "LLM2CLIPProcessor always truncates at max_length, as llm2vec does; truncation=False is not supported."
+            )
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}.")
         pairs = [self.texts_to_tokenize(t, max_length, doc_max_length) for t in texts]
         encoded = self.tokenizer(
-            [full for full, _ in pairs], padding=padding, truncation=True, max_length=max_length,
-            padding_side=padding_side, verbose=False,
-        )  # fmt: skip
+            [full for full, _ in pairs],
+            padding=padding,
+            truncation=True,
+            max_length=max_length,
+            padding_side=padding_side,
+            verbose=False,
+        )
         input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
         if self.pooling_scope == "all":
             return {"input_ids": input_ids, "attention_mask": attention_mask, "pooling_mask": attention_mask}

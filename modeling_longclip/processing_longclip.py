@@ -15,9 +15,8 @@ from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, CLIPTo
 
 from .configuration_longclip import LongCLIPConfig
 from .image_processing_longclip import LongCLIPImageProcessor
-from .tokenization_longclip import LongCLIPTokenizer, LongTextTruncationWarning, clean_texts, warn_truncated
-
 from .processing_options import route_options
+from .tokenization_longclip import LongCLIPTokenizer, LongTextTruncationWarning, clean_texts, warn_truncated
 from .transformers_compat import LEGACY_TRANSFORMERS, PortableProcessorMixin
 
 LONG_TEXT_MODES = ("truncate", "window")
@@ -30,7 +29,9 @@ AutoTokenizer.register(LongCLIPConfig, fast_tokenizer_class=LongCLIPTokenizer, e
 try:
     _auto_image_processor = AutoImageProcessor.register and AutoImageProcessor
 except ImportError:  # transformers < 5.20 without torchvision exports a placeholder; its processors use the module's
-    _auto_image_processor = importlib.import_module("transformers.models.auto.image_processing_auto").AutoImageProcessor
+    _auto_image_processor = importlib.import_module(
+        "transformers.models.auto.image_processing_auto"
+    ).AutoImageProcessor
 # 4.x accepts only BaseImageProcessorFast subclasses as the fast class; this one serves both roles on 5.x.
 _image_processor_roles = {"slow_image_processor_class": LongCLIPImageProcessor}
 if not LEGACY_TRANSFORMERS:
@@ -105,9 +106,15 @@ class LongCLIPProcessor(PortableProcessorMixin, ProcessorMixin):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _encode_text(
-        self, texts, long_text="truncate", original_padding=None, padding=True, truncation=None, max_length=None,
+        self,
+        texts,
+        long_text="truncate",
+        original_padding=None,
+        padding=True,
+        truncation=None,
+        max_length=None,
         return_tensors=None,
-    ):  # fmt: skip
+    ):
         if long_text not in LONG_TEXT_MODES:
             raise ValueError(f"long_text must be one of {LONG_TEXT_MODES}, got {long_text!r}.")
         if padding not in PADDING_VALUES:

@@ -39,7 +39,9 @@ def _declared_fields(cls) -> dict:
     """Annotated fields with defaults that this package's config classes declare (most derived class wins)."""
     fields = {}
     for klass in reversed(cls.__mro__):
-        if klass.__module__.rsplit(".", 1)[-1].startswith("configuration_") and not klass.__module__.startswith("transformers."):
+        if klass.__module__.rsplit(".", 1)[-1].startswith("configuration_") and not klass.__module__.startswith(
+            "transformers."
+        ):
             for name in klass.__dict__.get("__annotations__", {}):
                 if not name.startswith("_") and name in klass.__dict__:
                     fields[name] = klass.__dict__[name]
@@ -118,7 +120,7 @@ def asks_dict(module) -> dict:
     return {"return_dict": True} if _forward_takes_return_dict(type(module)) else {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_takes_return_dict(module_class) -> bool:  # once per class, not on every forward
     parameters = inspect.signature(module_class.forward).parameters.values()
     return any(p.name == "return_dict" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)

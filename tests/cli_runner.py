@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,4 +35,6 @@ def run_console_script(name: str, *args, env=None, timeout: float = 600, **kwarg
 def start_console_script(name: str, *args, env=None, **kwargs) -> subprocess.Popen:
     """The same, started in the background (interrupt tests send it SIGINT / SIGTERM)."""
     command, environment = _process(name, args, env)
-    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )

@@ -8,16 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_image_processor
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
-from conftest import tiny_image_processor
 from modeling_longclip import LLM2CLIPConfig
 
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 CORPUS = [
     "A red car parked next to a green tree on a sunny street.",
     "Two dogs run across the beach while a man throws a ball into the waves.",
@@ -31,25 +29,40 @@ def tiny_llama3_tokenizer() -> PreTrainedTokenizerFast:
     """Byte-level BPE with the Llama-3 split pattern, special tokens and BOS post-processor."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=420, special_tokens=LLAMA3_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=420,
+        special_tokens=LLAMA3_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(CORPUS, trainer)
     bos = tokenizer.token_to_id("<|begin_of_text|>")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B", special_tokens=[("<|begin_of_text|>", bos)]
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", bos)],
     )
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
 
 
 def tiny_llama_config(vocab_size: int) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, rope_theta=500000.0, rms_norm_eps=1e-5,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+    )
 
 
 def tiny_llm_folder(folder: Path, seed: int = 0) -> Path:
@@ -67,10 +80,19 @@ def tiny_llm_folder(folder: Path, seed: int = 0) -> Path:
 
 def tiny_llm2clip_config(text_config, projection_dim: int = 32, **overrides) -> LLM2CLIPConfig:
     fields = dict(
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1, image_size=32, patch_size=8),
+        vision_config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=1,
+            image_size=32,
+            patch_size=8,
+        ),
         text_config=text_config.to_dict() if hasattr(text_config, "to_dict") else text_config,
-        projection_dim=projection_dim, adapter_blocks=2, adapter_expansion=2,
-    )  # fmt: skip
+        projection_dim=projection_dim,
+        adapter_blocks=2,
+        adapter_expansion=2,
+    )
     fields.update(overrides)
     return LLM2CLIPConfig(**fields)
 
@@ -82,4 +104,11 @@ def minilm_folder() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-__all__ = ["minilm_folder", "tiny_image_processor", "tiny_llama3_tokenizer", "tiny_llama_config", "tiny_llm2clip_config", "tiny_llm_folder"]
+__all__ = [
+    "minilm_folder",
+    "tiny_image_processor",
+    "tiny_llama3_tokenizer",
+    "tiny_llama_config",
+    "tiny_llm2clip_config",
+    "tiny_llm_folder",
+]

@@ -33,11 +33,20 @@ def open_clip_towers(state_dict: dict, keep: int = 20):
     vocab, width = sd["token_embedding.weight"].shape
     text_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
     text = transformer.TextTransformer(
-        context_length=positions.shape[0], vocab_size=vocab, width=width, heads=width // 64, layers=text_layers,
+        context_length=positions.shape[0],
+        vocab_size=vocab,
+        width=width,
+        heads=width // 64,
+        layers=text_layers,
         mlp_ratio=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width,
-        output_dim=sd["text_projection"].shape[1], act_layer=transformer.QuickGELU,
-    )  # fmt: skip
-    text_sd = {k: v for k, v in sd.items() if not k.startswith("visual.") and k not in ("logit_scale", "positional_embedding_res")}
+        output_dim=sd["text_projection"].shape[1],
+        act_layer=transformer.QuickGELU,
+    )
+    text_sd = {
+        k: v
+        for k, v in sd.items()
+        if not k.startswith("visual.") and k not in ("logit_scale", "positional_embedding_res")
+    }
     text_sd["positional_embedding"] = positions
     text.load_state_dict(text_sd, strict=True)
 
@@ -45,11 +54,14 @@ def open_clip_towers(state_dict: dict, keep: int = 20):
     v_width, patch = vis["conv1.weight"].shape[0], vis["conv1.weight"].shape[-1]
     grid = int((vis["positional_embedding"].shape[0] - 1) ** 0.5)
     vision = transformer.VisionTransformer(
-        image_size=grid * patch, patch_size=patch, width=v_width, heads=v_width // 64,
+        image_size=grid * patch,
+        patch_size=patch,
+        width=v_width,
+        heads=v_width // 64,
         layers=len({k.split(".")[2] for k in vis if k.startswith("transformer.resblocks.")}),
         mlp_ratio=vis["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / v_width,
-        output_dim=vis["proj"].shape[1], act_layer=transformer.QuickGELU,
-    )  # fmt: skip
+        output_dim=vis["proj"].shape[1],
+        act_layer=transformer.QuickGELU,
+    )
     vision.load_state_dict(vis, strict=True)
     return text.eval(), vision.eval()
-

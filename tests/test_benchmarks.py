@@ -45,5 +45,7 @@ def test_eva02_vs_clip_smoke_run(tmp_path):
     stdout = run_script("eva02_vs_clip.py", "--smoke", "--json", str(tmp_path / "eva.json"))
     report = json.loads((tmp_path / "eva.json").read_text())
     towers = {r["tower"].split()[0] for r in report["results"]}
-    assert towers == {"EVA02VisionModel", "CLIPVisionModel"} and all(r["images_per_second"] > 0 for r in report["results"])
+    assert towers == {"EVA02VisionModel", "CLIPVisionModel"} and all(
+        r["images_per_second"] > 0 for r in report["results"]
+    )
     assert "| tiny | EVA02VisionModel (modeling_longclip) | sdpa | 2 |" in stdout

@@ -7,8 +7,8 @@ import signal
 import time
 
 import pytest
-
 from cli_runner import run_console_script, start_console_script
+
 from modeling_longclip.common.cli import ArgumentParser, DataclassArgumentParser, command
 from modeling_longclip.common.errors import DataError
 
@@ -27,7 +27,10 @@ def test_refusals_bugs_and_usage_errors(capsys, tmp_path):
         raise ZeroDivisionError("a bug")
 
     assert refuses([]) == 2 and capsys.readouterr().err == "error: captions.jsonl: no column `caption`\n"
-    assert missing_file([]) == 2 and capsys.readouterr().err == f"error: {tmp_path / 'absent.txt'}: No such file or directory\n"
+    assert (
+        missing_file([]) == 2
+        and capsys.readouterr().err == f"error: {tmp_path / 'absent.txt'}: No such file or directory\n"
+    )
     with pytest.raises(ZeroDivisionError):
         buggy([])
 
@@ -59,7 +62,9 @@ def test_dataclass_parser_shows_dashes_and_refuses_unknown_flags_in_one_line(cap
     assert exited.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
-@pytest.mark.parametrize(("sent", "status", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+@pytest.mark.parametrize(
+    ("sent", "status", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")]
+)
 def test_interrupts_are_one_line(tmp_path, sent, status, name):
     """A console script stopped mid-run: one line naming the signal and what was kept, its exit status, no traceback."""
     output = tmp_path / "demo"
@@ -76,8 +81,18 @@ def test_interrupts_are_one_line(tmp_path, sent, status, name):
 def test_umbrella_command_dispatches(tmp_path):
     listing = run_console_script("longclip", "--help")
     assert listing.returncode == 0 and "longclip convert longclip" in listing.stdout
-    refused = run_console_script("longclip", "eval", "--model", tmp_path / "nope", "--benchmark", "urban1k",
-                                 "--data-root", tmp_path, "--output", tmp_path / "r.json")  # fmt: skip
+    refused = run_console_script(
+        "longclip",
+        "eval",
+        "--model",
+        tmp_path / "nope",
+        "--benchmark",
+        "urban1k",
+        "--data-root",
+        tmp_path,
+        "--output",
+        tmp_path / "r.json",
+    )
     assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
     unknown = run_console_script("longclip", "frobnicate")
     assert unknown.returncode == 2 and "unknown command" in unknown.stderr

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from openclip_reference import open_clip_tokenize, open_clip_towers
 from safetensors.torch import load_file
 from transformers import AutoModel, CLIPModel
 
 from modeling_longclip import LongCLIPModel, LongCLIPProcessor
-from modeling_longclip.common.errors import ConversionError
+from modeling_longclip.common.errors import CheckpointError, ConversionError
 from modeling_longclip.converters.longclip import convert_longclip
-from modeling_longclip.common.errors import CheckpointError
 from modeling_longclip.converters.synthetic import TINY_TEXT, random_openai_clip_state_dict
-from openclip_reference import open_clip_tokenize, open_clip_towers
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = "A red bicycle leaning against a brick wall."
@@ -37,7 +36,9 @@ def longclip_checkpoint(tmp_path):
 def _features(model, processor, pixels):
     with torch.no_grad():
         inputs = processor(text=CAPTIONS)
-        text = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).pooler_output
+        text = model.get_text_features(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).pooler_output
         image = model.get_image_features(pixel_values=pixels).pooler_output
     return text, image
 
@@ -107,7 +108,9 @@ def test_dtype_option_writes_half_weights(tmp_path, longclip_checkpoint):
 
 def _stock_checkpoint(tmp_path, dtype=torch.float16):
     """A 77-position OpenAI CLIP state dict, fp16 like OpenAI's released files."""
-    stock = random_openai_clip_state_dict(text=TINY_TEXT.__class__(**{**TINY_TEXT.__dict__, "context_length": 77}), longclip=False)
+    stock = random_openai_clip_state_dict(
+        text=TINY_TEXT.__class__(**{**TINY_TEXT.__dict__, "context_length": 77}), longclip=False
+    )
     stock = {k: v.to(dtype) for k, v in stock.items()}
     torch.save(stock, tmp_path / "ViT-tiny.pt")
     return tmp_path / "ViT-tiny.pt", stock
@@ -133,8 +136,13 @@ def test_stretch_is_bit_exact_with_the_authors_fp16_arithmetic_and_fp32_on_reque
     path, stock = _stock_checkpoint(tmp_path)
     key = "text_model.embeddings.position_embedding.weight"
     assert convert_longclip_main(["--checkpoint", str(path), "--output", str(tmp_path / "fp16")]) == 0
-    assert convert_longclip_main(["--checkpoint", str(path), "--output", str(tmp_path / "fp32"), "--no-exact-fp16"]) == 0
-    exact, fp32 = load_file(tmp_path / "fp16" / "model.safetensors")[key], load_file(tmp_path / "fp32" / "model.safetensors")[key]
+    assert (
+        convert_longclip_main(["--checkpoint", str(path), "--output", str(tmp_path / "fp32"), "--no-exact-fp16"]) == 0
+    )
+    exact, fp32 = (
+        load_file(tmp_path / "fp16" / "model.safetensors")[key],
+        load_file(tmp_path / "fp32" / "model.safetensors")[key],
+    )
     authors = stretch_position_embeddings(stock["positional_embedding"], exact_fp16=True)
     assert authors.dtype == torch.float16 and torch.equal(exact, authors.float())
     assert torch.equal(fp32, stretch_position_embeddings(stock["positional_embedding"].float()))
@@ -206,11 +214,17 @@ def test_parity_failure_writes_nothing(tmp_path, longclip_checkpoint, monkeypatc
 def test_cli_reports_parity_and_refuses_cleanly(tmp_path, longclip_checkpoint):
     path, state_dict = longclip_checkpoint
     script = REPO / "conversion" / "convert_longclip.py"
-    ok = subprocess.run([sys.executable, script, "--checkpoint", path, "--output", tmp_path / "out"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, script, "--checkpoint", path, "--output", tmp_path / "out"], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert "text features:  max |diff|" in ok.stdout and "wrote" in ok.stdout
     torch.save(_broken(state_dict, "missing"), tmp_path / "bad.pt")
-    bad = subprocess.run([sys.executable, script, "--checkpoint", tmp_path / "bad.pt", "--output", tmp_path / "bad"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, script, "--checkpoint", tmp_path / "bad.pt", "--output", tmp_path / "bad"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
@@ -248,5 +262,7 @@ def test_pickled_modules_and_torchscript_are_refused_in_one_line(tmp_path, kind,
             assert foreign_class(path, RuntimeError("refused")) == "torch.nn.modules.container.Sequential"
         assert "torch.save(model.state_dict(), 'weights.pt')" in lines[0]
     else:
-        assert "a TorchScript archive" in lines[0] and "torch.jit.load(path, map_location='cpu').state_dict()" in lines[0]
+        assert (
+            "a TorchScript archive" in lines[0] and "torch.jit.load(path, map_location='cpu').state_dict()" in lines[0]
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

@@ -28,8 +28,12 @@ def test_conversion_demo_as_the_readme_runs_it(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     run = subprocess.run(
         [sys.executable, "-m", "modeling_longclip.conversion_demo"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     folder = (tmp_path / "demo_output" / "conversion" / "longclip-demo-hf").resolve()
     assert f"converted it into {folder}" in run.stdout and "loaded it in a fresh process" in run.stdout

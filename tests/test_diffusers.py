@@ -26,9 +26,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer  # noqa: E402
 from modeling_longclip.converters.longclip import convert_longclip  # noqa: E402
 from modeling_longclip.converters.synthetic import random_openai_clip_state_dict  # noqa: E402
-from modeling_longclip.modeling_longclip import stretch_position_embeddings  # noqa: E402
 from modeling_longclip.export.text_encoder_stretch import main as stretch_main  # noqa: E402
 from modeling_longclip.export.text_encoder_stretch import position_table_key, stretch_text_encoder  # noqa: E402
+from modeling_longclip.modeling_longclip import stretch_position_embeddings  # noqa: E402
 
 HEAD = "A quiet harbour at dawn with small boats resting on calm water. " * 6  # > 77 tokens on its own
 PROMPTS = [HEAD + "Far away a red lighthouse stands on the cliff.", HEAD + "Far away a green windmill turns slowly."]
@@ -36,33 +36,60 @@ PROMPTS = [HEAD + "Far away a red lighthouse stands on the cliff.", HEAD + "Far 
 
 def text_config(width: int, **extra) -> CLIPTextConfig:
     return CLIPTextConfig(
-        hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=77, vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=1, **extra,
-    )  # fmt: skip
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        vocab_size=49408,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=1,
+        **extra,
+    )
 
 
 def tiny_vae() -> AutoencoderKL:
     return AutoencoderKL(
-        block_out_channels=[8, 16], in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=4, sample_size=32,
-    )  # fmt: skip
+        block_out_channels=[8, 16],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
 
 
 def tiny_unet(cross_attention_dim: int, **extra) -> UNet2DConditionModel:
     return UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=2, norm_num_groups=4, **extra,
-    )  # fmt: skip
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=2,
+        norm_num_groups=4,
+        **extra,
+    )
 
 
 def sd_pipeline(folder, width: int = 64):
     torch.manual_seed(0)
     pipe = StableDiffusionPipeline(
-        vae=tiny_vae(), text_encoder=CLIPTextModel(text_config(width)), tokenizer=build_clip_tokenizer(77),
-        unet=tiny_unet(width), scheduler=DDIMScheduler(clip_sample=False, steps_offset=1), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+        vae=tiny_vae(),
+        text_encoder=CLIPTextModel(text_config(width)),
+        tokenizer=build_clip_tokenizer(77),
+        unet=tiny_unet(width),
+        scheduler=DDIMScheduler(clip_sample=False, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(folder)
     return folder
 
@@ -78,10 +105,15 @@ def sdxl_pipeline(folder):
         text_encoder_2=CLIPTextModelWithProjection(text_config(32, projection_dim=16)),
         tokenizer=build_clip_tokenizer(77),
         tokenizer_2=tokenizer_2,
-        unet=tiny_unet(48, addition_embed_type="text_time", addition_time_embed_dim=8,
-                       projection_class_embeddings_input_dim=16 + 6 * 8, use_linear_projection=True),
+        unet=tiny_unet(
+            48,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=16 + 6 * 8,
+            use_linear_projection=True,
+        ),
         scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1),
-    )  # fmt: skip
+    )
     pipe.save_pretrained(folder)
     return folder
 
@@ -99,8 +131,9 @@ def embeds(pipe, prompts):
 def test_stretch_writes_a_folder_diffusers_loads(tmp_path, sd_folder, capsys):
     pipeline = sd_folder
     out = tmp_path / "sd-248"
-    code = stretch_main([str(pipeline / "text_encoder"), str(out / "text_encoder"), "--tokenizer",
-                         str(pipeline / "tokenizer")])  # fmt: skip
+    code = stretch_main(
+        [str(pipeline / "text_encoder"), str(out / "text_encoder"), "--tokenizer", str(pipeline / "tokenizer")]
+    )
     assert code == 0, capsys.readouterr().err
     assert "77 -> 248 positions (keep 20, ratio 4)" in capsys.readouterr().out
     assert json.loads((out / "text_encoder" / "config.json").read_text())["max_position_embeddings"] == 248
@@ -123,8 +156,9 @@ def test_stretch_writes_a_folder_diffusers_loads(tmp_path, sd_folder, capsys):
     assert a.shape == (248, 64) and not torch.allclose(a, b)
     assert torch.allclose(a[:20], embeds(short, PROMPTS[:1])[0][:20], atol=1e-6)  # kept rows: same states
 
-    original = stretch_text_encoder(pipeline / "text_encoder", tmp_path / "orig" / "text_encoder",
-                                    tokenizer=pipeline / "tokenizer", pad_token="!")  # fmt: skip
+    original = stretch_text_encoder(
+        pipeline / "text_encoder", tmp_path / "orig" / "text_encoder", tokenizer=pipeline / "tokenizer", pad_token="!"
+    )
     padded = CLIPTokenizer.from_pretrained(original.tokenizer_output)(["a cat"], padding="max_length")["input_ids"][0]
     assert original.tokenizer_output == tmp_path / "orig" / "tokenizer"
     assert padded[4:] == [0] * 244  # id 0, as the original
@@ -168,8 +202,10 @@ def test_sdxl_with_both_encoders_stretched(tmp_path):
         text_encoder_2=CLIPTextModelWithProjection.from_pretrained(out / "text_encoder_2"),
         tokenizer_2=tokenizer_2,
     )
-    stock_2 = {"text_encoder_2": CLIPTextModelWithProjection.from_pretrained(pipeline / "text_encoder_2"),
-               "tokenizer_2": CLIPTokenizer.from_pretrained(pipeline / "tokenizer_2")}  # fmt: skip
+    stock_2 = {
+        "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(pipeline / "text_encoder_2"),
+        "tokenizer_2": CLIPTokenizer.from_pretrained(pipeline / "tokenizer_2"),
+    }
     half = StableDiffusionXLPipeline(**{**pipe.components, **stock_2})
     with pytest.raises(RuntimeError, match="248|77"):  # a stock 77-position text_encoder_2 cannot be concatenated
         embeds(half, PROMPTS)
@@ -177,6 +213,13 @@ def test_sdxl_with_both_encoders_stretched(tmp_path):
     prompt_embeds, _, pooled, _ = pipe.encode_prompt(PROMPTS, device="cpu", do_classifier_free_guidance=False)
     assert prompt_embeds.shape == (2, 248, 48) and not torch.allclose(prompt_embeds[0], prompt_embeds[1])
     assert pooled.shape == (2, 16) and not torch.allclose(pooled[0], pooled[1])  # bigG's pooled text sees it too
-    images = pipe(PROMPTS[0], num_inference_steps=1, height=32, width=32, guidance_scale=1.0, output_type="np",
-                  generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    images = pipe(
+        PROMPTS[0],
+        num_inference_steps=1,
+        height=32,
+        width=32,
+        guidance_scale=1.0,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert images.shape == (1, 32, 32, 3) and torch.isfinite(torch.from_numpy(images)).all()

@@ -7,11 +7,13 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-from transformers import CLIPConfig, CLIPModel
-
 from conftest import tiny_image_processor
 from llm_fixtures import tiny_llama3_tokenizer, tiny_llama_config, tiny_llm2clip_config
+from safetensors.torch import load_file
+from test_longclip_training import write_photo_dataset
+from torchrun import run_torchrun
+from transformers import CLIPConfig, CLIPModel
+
 from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor, ProCLIPConfig, ProCLIPModel
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
 from modeling_longclip.training.dual_tower_models import EMATeacherContrastiveModel
@@ -23,8 +25,6 @@ from modeling_longclip.training.losses import (
     structure_distillation_loss,
 )
 from modeling_longclip.training.trainer import ContrastiveTrainer, vision_layer_depth
-from test_longclip_training import write_photo_dataset
-from torchrun import run_torchrun
 
 
 def test_simcse_loss_by_hand():
@@ -39,7 +39,9 @@ def test_distillation_losses_by_hand():
     torch.manual_seed(1)
     s, t = torch.randn(5, 6), torch.randn(5, 6)
     sn, tn = F.normalize(s, dim=-1), F.normalize(t, dim=-1)
-    assert instance_distillation_loss(s, t).item() == pytest.approx(sum(((sn[i] - tn[i]) ** 2).sum().item() for i in range(5)), rel=1e-5)
+    assert instance_distillation_loss(s, t).item() == pytest.approx(
+        sum(((sn[i] - tn[i]) ** 2).sum().item() for i in range(5)), rel=1e-5
+    )
     pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
     gaps = [(sn[i] - sn[j]).norm().item() - (tn[i] - tn[j]).norm().item() for i, j in pairs]
     assert structure_distillation_loss(s, t, "squared").item() == pytest.approx(sum(g * g for g in gaps), rel=1e-5)
@@ -59,8 +61,14 @@ def test_regularizer_weight_rule():
 def _tiny_proclip(seed=0):
     tokenizer = tiny_llama3_tokenizer()
     torch.manual_seed(seed)
-    config = ProCLIPConfig(**{k: v for k, v in tiny_llm2clip_config(tiny_llama_config(len(tokenizer))).to_dict().items()
-                              if k in ("vision_config", "text_config", "adapter_blocks", "adapter_expansion")}, projection_dim=32)  # fmt: skip
+    config = ProCLIPConfig(
+        **{
+            k: v
+            for k, v in tiny_llm2clip_config(tiny_llama_config(len(tokenizer))).to_dict().items()
+            if k in ("vision_config", "text_config", "adapter_blocks", "adapter_expansion")
+        },
+        projection_dim=32,
+    )
     return ProCLIPModel(config), LLM2CLIPProcessor(tiny_image_processor(), tokenizer)
 
 
@@ -73,8 +81,10 @@ def test_ema_update_rule():
             param.add_(1.0)
         model.visual_projection.weight.mul_(3.0)
     wrapper.update_teacher()
-    student = {**{f"vision_model.{k}": v for k, v in model.vision_model.state_dict().items()},
-               **{f"visual_projection.{k}": v for k, v in model.visual_projection.state_dict().items()}}  # fmt: skip
+    student = {
+        **{f"vision_model.{k}": v for k, v in model.vision_model.state_dict().items()},
+        **{f"visual_projection.{k}": v for k, v in model.visual_projection.state_dict().items()},
+    }
     for name, value in wrapper.teacher.state_dict().items():
         if name.endswith("position_ids"):
             continue
@@ -87,8 +97,11 @@ def test_layer_wise_decay_groups(tmp_path):
     model.text_model.requires_grad_(False)
     from transformers import TrainingArguments
 
-    trainer = ContrastiveTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), learning_rate=1.0, use_cpu=True),
-                                 vision_layer_decay=0.5)  # fmt: skip
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=TrainingArguments(output_dir=str(tmp_path), learning_rate=1.0, use_cpu=True),
+        vision_layer_decay=0.5,
+    )
     optimizer = trainer.create_optimizer()
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
@@ -114,11 +127,20 @@ def folders(tmp_path_factory):
     model.save_pretrained(root / "proclip")
     processor.save_pretrained(root / "proclip")
     torch.manual_seed(2)
-    clip = CLIPModel(CLIPConfig(
-        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1, image_size=32, patch_size=16),
-        projection_dim=32,
-    ))  # fmt: skip
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1),
+            vision_config=dict(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=1,
+                num_attention_heads=1,
+                image_size=32,
+                patch_size=16,
+            ),
+            projection_dim=32,
+        )
+    )
     clip.save_pretrained(root / "clip")
     build_clip_tokenizer(77).save_pretrained(root / "clip")
     data = write_photo_dataset(root / "data")
@@ -126,9 +148,31 @@ def folders(tmp_path_factory):
 
 
 def _args(base, data, out, *extra):
-    return ["--model_name_or_path", str(base), "--train_file", str(data), "--image_root", str(data.parent / "images"),
-            "--output_dir", str(out), "--per_device_train_batch_size", "5", "--warmup_steps", "0", "--logging_steps", "1",
-            "--report_to", "none", "--use_cpu", "true", "--seed", "3", "--save_strategy", "no", *extra]  # fmt: skip
+    return [
+        "--model_name_or_path",
+        str(base),
+        "--train_file",
+        str(data),
+        "--image_root",
+        str(data.parent / "images"),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "5",
+        "--warmup_steps",
+        "0",
+        "--logging_steps",
+        "1",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--seed",
+        "3",
+        "--save_strategy",
+        "no",
+        *extra,
+    ]
 
 
 def _losses(out):
@@ -138,13 +182,23 @@ def _losses(out):
 def test_llm2clip_stage1_lora_caption_contrastive(tmp_path, folders):
     root, data = folders
     out = tmp_path / "s1"
-    assert llm2clip_main(["--stage", "1", *_args(root / "llm2clip", data, out, "--max_steps", "10", "--learning_rate", "3e-3")]) == 0
+    assert (
+        llm2clip_main(
+            ["--stage", "1", *_args(root / "llm2clip", data, out, "--max_steps", "10", "--learning_rate", "3e-3")]
+        )
+        == 0
+    )
     losses = _losses(out)
     assert sum(losses[-3:]) < sum(losses[:3])
     assert (out / "text_model_lora" / "adapter_config.json").exists()
     before, after = load_file(root / "llm2clip" / "model.safetensors"), load_file(out / "model.safetensors")
-    assert not torch.equal(before["text_model.layers.0.self_attn.q_proj.weight"], after["text_model.layers.0.self_attn.q_proj.weight"])
-    assert torch.equal(before["vision_model.embeddings.patch_embedding.weight"], after["vision_model.embeddings.patch_embedding.weight"])
+    assert not torch.equal(
+        before["text_model.layers.0.self_attn.q_proj.weight"], after["text_model.layers.0.self_attn.q_proj.weight"]
+    )
+    assert torch.equal(
+        before["vision_model.embeddings.patch_embedding.weight"],
+        after["vision_model.embeddings.patch_embedding.weight"],
+    )
     assert not any("lora" in key for key in after)  # merged
     assert LLM2CLIPModel.from_pretrained(out).config.model_type == "llm2clip"
 
@@ -166,13 +220,28 @@ def test_llm2clip_stage1_with_two_processes(tmp_path, folders):
 def test_llm2clip_stage2_on_the_fly(tmp_path, folders):
     root, data = folders
     out = tmp_path / "s2"
-    argv = ["--stage", "2", *_args(root / "llm2clip", data, out, "--max_steps", "10", "--learning_rate", "1e-3",
-                                   "--vision_layer_decay", "0.85")]  # fmt: skip
+    argv = [
+        "--stage",
+        "2",
+        *_args(
+            root / "llm2clip",
+            data,
+            out,
+            "--max_steps",
+            "10",
+            "--learning_rate",
+            "1e-3",
+            "--vision_layer_decay",
+            "0.85",
+        ),
+    ]
     assert llm2clip_main(argv) == 0
     losses = _losses(out)
     assert sum(losses[-3:]) < sum(losses[:3])
     before, after = load_file(root / "llm2clip" / "model.safetensors"), load_file(out / "model.safetensors")
-    assert torch.equal(before["text_model.layers.0.mlp.up_proj.weight"], after["text_model.layers.0.mlp.up_proj.weight"])
+    assert torch.equal(
+        before["text_model.layers.0.mlp.up_proj.weight"], after["text_model.layers.0.mlp.up_proj.weight"]
+    )
     assert not torch.equal(before["text_adapter.adaptor.3.weight"], after["text_adapter.adaptor.3.weight"])
     assert not torch.equal(before["visual_projection.weight"], after["visual_projection.weight"])
 
@@ -180,8 +249,23 @@ def test_llm2clip_stage2_on_the_fly(tmp_path, folders):
 def test_proclip_stage1_distillation_moves_only_the_adapter(tmp_path, folders):
     root, data = folders
     out = tmp_path / "p1"
-    argv = ["--stage", "1", *_args(root / "proclip", data, out, "--max_steps", "12", "--learning_rate", "3e-3",
-                                   "--teacher_model", str(root / "clip"), "--structure_loss", "squared")]  # fmt: skip
+    argv = [
+        "--stage",
+        "1",
+        *_args(
+            root / "proclip",
+            data,
+            out,
+            "--max_steps",
+            "12",
+            "--learning_rate",
+            "3e-3",
+            "--teacher_model",
+            str(root / "clip"),
+            "--structure_loss",
+            "squared",
+        ),
+    ]
     assert proclip_main(argv) == 0
     losses = _losses(out)
     assert sum(losses[-3:]) < 0.8 * sum(losses[:3])
@@ -193,8 +277,20 @@ def test_proclip_stage1_distillation_moves_only_the_adapter(tmp_path, folders):
 def test_proclip_stage2_teacher_checkpoints_resume_and_export(tmp_path, folders):
     root, data = folders
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    common = ["--stage", "2", "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "--learning_rate", "1e-3",
-              "--ema_decay", "0.5"]  # fmt: skip
+    common = [
+        "--stage",
+        "2",
+        "--max_steps",
+        "6",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "3",
+        "--learning_rate",
+        "1e-3",
+        "--ema_decay",
+        "0.5",
+    ]
     assert proclip_main([*_args(root / "proclip", data, whole), *common]) == 0
     checkpoint = load_file(whole / "checkpoint-3" / "model.safetensors")
     teacher_keys = [k for k in checkpoint if k.startswith("teacher.")]
@@ -204,8 +300,21 @@ def test_proclip_stage2_teacher_checkpoints_resume_and_export(tmp_path, folders)
     assert ProCLIPModel.from_pretrained(whole).config.model_type == "proclip"
     resumed.mkdir()
     shutil.copytree(whole / "checkpoint-3", resumed / "checkpoint-3")
-    assert proclip_main([*_args(root / "proclip", data, resumed), *common, "--resume_from_checkpoint", str(resumed / "checkpoint-3")]) == 0
-    a, b = load_file(whole / "checkpoint-6" / "model.safetensors"), load_file(resumed / "checkpoint-6" / "model.safetensors")
+    assert (
+        proclip_main(
+            [
+                *_args(root / "proclip", data, resumed),
+                *common,
+                "--resume_from_checkpoint",
+                str(resumed / "checkpoint-3"),
+            ]
+        )
+        == 0
+    )
+    a, b = (
+        load_file(whole / "checkpoint-6" / "model.safetensors"),
+        load_file(resumed / "checkpoint-6" / "model.safetensors"),
+    )
     for key in teacher_keys:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)  # same teacher state after resuming
     assert {"modules.json", "sentence_bert_config.json", "README.md"} <= {p.name for p in whole.iterdir()}
@@ -221,24 +330,55 @@ def test_stage2_and_distillation_read_the_feature_cache(tmp_path, folders, monke
     root, data = folders
     model = LLM2CLIPModel.from_pretrained(root / "llm2clip")
     processor = LLM2CLIPProcessor.from_pretrained(root / "llm2clip")
-    cache = extract_text_features(model, processor, iter_captions(data, derive_short=True), tmp_path / "cache", progress=False)
-    proclip, proclip_processor = ProCLIPModel.from_pretrained(root / "proclip"), LLM2CLIPProcessor.from_pretrained(root / "proclip")
-    proclip_cache = extract_text_features(proclip, proclip_processor, iter_captions(data, derive_short=True), tmp_path / "pcache", progress=False)
+    cache = extract_text_features(
+        model, processor, iter_captions(data, derive_short=True), tmp_path / "cache", progress=False
+    )
+    proclip, proclip_processor = (
+        ProCLIPModel.from_pretrained(root / "proclip"),
+        LLM2CLIPProcessor.from_pretrained(root / "proclip"),
+    )
+    proclip_cache = extract_text_features(
+        proclip, proclip_processor, iter_captions(data, derive_short=True), tmp_path / "pcache", progress=False
+    )
 
     def no_llm(*args, **kwargs):
         raise AssertionError("the text model ran although cached features were given")
 
     monkeypatch.setattr(LLM2CLIPModel, "run_text_model", no_llm)
     out = tmp_path / "s2"
-    argv = ["--stage", "2", *_args(root / "llm2clip", data, out, "--max_steps", "8", "--learning_rate", "1e-3", "--text_features", str(cache))]
+    argv = [
+        "--stage",
+        "2",
+        *_args(
+            root / "llm2clip", data, out, "--max_steps", "8", "--learning_rate", "1e-3", "--text_features", str(cache)
+        ),
+    ]
     assert llm2clip_main(argv) == 0
     losses = _losses(out)
     assert sum(losses[-3:]) < sum(losses[:3])
     out = tmp_path / "p1"
-    argv = ["--stage", "1", *_args(root / "proclip", data, out, "--max_steps", "6", "--learning_rate", "3e-3",
-                                   "--teacher_model", str(root / "clip"), "--text_features", str(proclip_cache))]  # fmt: skip
+    argv = [
+        "--stage",
+        "1",
+        *_args(
+            root / "proclip",
+            data,
+            out,
+            "--max_steps",
+            "6",
+            "--learning_rate",
+            "3e-3",
+            "--teacher_model",
+            str(root / "clip"),
+            "--text_features",
+            str(proclip_cache),
+        ),
+    ]
     assert proclip_main(argv) == 0
-    assert llm2clip_main(["--stage", "1", *_args(root / "llm2clip", data, tmp_path / "x", "--text_features", str(cache))]) == 2
+    assert (
+        llm2clip_main(["--stage", "1", *_args(root / "llm2clip", data, tmp_path / "x", "--text_features", str(cache))])
+        == 2
+    )
 
 
 def test_proclip_stage1_loss_follows_the_authors_caption_sets(folders):
@@ -250,7 +390,10 @@ def test_proclip_stage1_loss_follows_the_authors_caption_sets(folders):
     from modeling_longclip.training.dual_tower_models import AdapterDistillationModel
 
     root, data = folders
-    model, processor = ProCLIPModel.from_pretrained(root / "proclip"), LLM2CLIPProcessor.from_pretrained(root / "proclip")
+    model, processor = (
+        ProCLIPModel.from_pretrained(root / "proclip"),
+        LLM2CLIPProcessor.from_pretrained(root / "proclip"),
+    )
     teacher, teacher_tokenizer = CLIPModel.from_pretrained(root / "clip"), AutoTokenizer.from_pretrained(root / "clip")
     rows = [json.loads(line) for line in data.read_text().splitlines()][:4]
     wrapper = AdapterDistillationModel(model, teacher)
@@ -259,7 +402,9 @@ def test_proclip_stage1_loss_follows_the_authors_caption_sets(folders):
 
         def embeddings(captions):
             llm = processor(text=captions, return_tensors="pt")
-            student = model.get_text_features(llm["input_ids"], llm["attention_mask"], llm["pooling_mask"]).pooler_output
+            student = model.get_text_features(
+                llm["input_ids"], llm["attention_mask"], llm["pooling_mask"]
+            ).pooler_output
             tokens = teacher_tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
             target = teacher.get_text_features(**tokens).pooler_output
             return F.normalize(student, dim=-1), F.normalize(target, dim=-1)
@@ -270,7 +415,9 @@ def test_proclip_stage1_loss_follows_the_authors_caption_sets(folders):
         expected = expected + F.smooth_l1_loss(F.pdist(short_s), F.pdist(short_t), reduction="sum")
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
-        batch = DistillationCollator(processor, teacher_tokenizer, captions="random")(rows)  # the documented alternative
+        batch = DistillationCollator(processor, teacher_tokenizer, captions="random")(
+            rows
+        )  # the documented alternative
         assert not any(key.startswith("long_") for key in batch)
         one_set = wrapper(**batch).loss
         assert one_set.item() != pytest.approx(loss.item(), rel=1e-3)
@@ -319,7 +466,9 @@ def test_logit_scale_clamp_skips_a_zero3_partitioned_parameter(caplog):
         callback.on_optimizer_step(None, None, None, model=model)
         callback.on_optimizer_step(None, None, None, model=model)
     assert model.logit_scale.item() == 7.0
-    assert [r.getMessage() for r in caplog.records] == ["logit_scale is partitioned by DeepSpeed ZeRO-3: its clamp is skipped."]
+    assert [r.getMessage() for r in caplog.records] == [
+        "logit_scale is partitioned by DeepSpeed ZeRO-3: its clamp is skipped."
+    ]
 
 
 @pytest.mark.parametrize("convention, moves", [("authors", True), ("transformers", False)])
@@ -327,8 +476,15 @@ def test_stage2_warmup_convention(tmp_path, folders, convention, moves):
     """The authors' open_clip-style schedulers run step 0 at lr x 1 / warmup; transformers' at lr 0 (nothing moves)."""
     root, data = folders
     out = tmp_path / convention
-    argv = ["--stage", "2", *_args(root / "llm2clip", data, out, "--max_steps", "1", "--learning_rate", "1e-2"),
-            "--warmup_steps", "4", "--warmup_convention", convention]  # fmt: skip
+    argv = [
+        "--stage",
+        "2",
+        *_args(root / "llm2clip", data, out, "--max_steps", "1", "--learning_rate", "1e-2"),
+        "--warmup_steps",
+        "4",
+        "--warmup_convention",
+        convention,
+    ]
     assert llm2clip_main(argv) == 0
     before = load_file(root / "llm2clip" / "model.safetensors")["visual_projection.weight"]
     after = load_file(out / "model.safetensors")["visual_projection.weight"]

@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+from llm_fixtures import tiny_llm_folder
 from safetensors.torch import save_file
 
-from llm_fixtures import tiny_llm_folder
 from modeling_longclip import LLM2CLIPConfig, LLM2CLIPModel, ProCLIPModel
 from modeling_longclip.common.clean_load import load_in_clean_process
+from modeling_longclip.common.errors import CheckpointError, ConversionError
 from modeling_longclip.configuration_eva02 import EVA02VisionConfig
 from modeling_longclip.converters.cli import convert_llm2clip_main
 from modeling_longclip.converters.eva02 import (
@@ -20,9 +21,7 @@ from modeling_longclip.converters.eva02 import (
     infer_eva02_shape,
     reference_eva02_image_features,
 )
-from modeling_longclip.common.errors import ConversionError
 from modeling_longclip.converters.llm2clip import convert_llm2clip, detect_vision_tower
-from modeling_longclip.common.errors import CheckpointError
 from modeling_longclip.converters.proclip import convert_proclip
 from modeling_longclip.converters.synthetic import (
     random_eva02_clip_state_dict,
@@ -75,15 +74,21 @@ def test_rotary_tables_and_released_shapes(release):
 
 
 def test_rope_rule_without_interpolation_uses_integer_positions():
-    config = EVA02VisionConfig(hidden_size=64, num_attention_heads=1, image_size=32, patch_size=8, rope_interpolate=False)
+    config = EVA02VisionConfig(
+        hidden_size=64, num_attention_heads=1, image_size=32, patch_size=8, rope_interpolate=False
+    )
     cos, _ = eva02_rotary_tables(config)
     assert cos[1 + 4 * 1, 0].item() == pytest.approx(math.cos(1.0))  # row 1: angle 1 * freq 0 (= 1)
 
 
 def _tower(seed=0, heads=2, separate=False):
     width = 64 * heads
-    state_dict = {k: v.float() for k, v in random_eva02_clip_state_dict(width=width, mlp_width=2 * width + 3,
-                                                                         separate_biases=separate, seed=seed).items()}  # fmt: skip
+    state_dict = {
+        k: v.float()
+        for k, v in random_eva02_clip_state_dict(
+            width=width, mlp_width=2 * width + 3, separate_biases=separate, seed=seed
+        ).items()
+    }
     shape = infer_eva02_shape(state_dict)
     model = EVA02VisionModel(EVA02VisionConfig(**shape.config())).eval()
     weights = eva02_to_hf(state_dict, shape)
@@ -102,8 +107,12 @@ def test_tower_matches_independent_reference_at_fp32(separate):
         with torch.no_grad():
             out = model(pixel_values=pixels)
         outputs[implementation] = out
-        features = torch.nn.functional.linear(out.pooler_output, weights["visual_projection.weight"], weights["visual_projection.bias"])
-        assert (features - reference).abs().max().item() <= 1e-5 * max(1.0, reference.abs().max().item()), implementation
+        features = torch.nn.functional.linear(
+            out.pooler_output, weights["visual_projection.weight"], weights["visual_projection.bias"]
+        )
+        assert (features - reference).abs().max().item() <= 1e-5 * max(1.0, reference.abs().max().item()), (
+            implementation
+        )
     with torch.no_grad():
         full = model(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
         plain = model(pixel_values=pixels, return_dict=False)
@@ -142,7 +151,10 @@ def test_tower_detection_and_layer_decay_names():
     assert detect_vision_tower(random_eva02_clip_state_dict()) == "eva02"
     assert detect_vision_tower(random_proclip_state_dict()) == "clip"
     assert detect_vision_tower({"visual.trunk.pos_embed": torch.zeros(1)}) == "siglip2"
-    assert detect_vision_tower({"vision_model.encoder.layers.0.self_attn.inner_attn_ln.weight": torch.zeros(1)}) == "eva02"
+    assert (
+        detect_vision_tower({"vision_model.encoder.layers.0.self_attn.inner_attn_ln.weight": torch.zeros(1)})
+        == "eva02"
+    )
     assert vision_layer_depth("vision_model.encoder.layers.1.self_attn.qkv.weight", 2) == 1
     assert vision_layer_depth("vision_model.embeddings.class_embedding", 2) == 3
     assert vision_layer_depth("vision_model.post_layernorm.weight", 2) == 0
@@ -156,9 +168,19 @@ def llm(tmp_path_factory):
 def _hf_evaclip_layout(state_dict: dict) -> dict:
     """The same weights as the HF EvaCLIP port names them (written out here, separately from the converter)."""
     out = {"logit_scale": state_dict["logit_scale"]}
-    block = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.q_proj": "self_attn.q_proj", "attn.k_proj": "self_attn.k_proj",
-             "attn.v_proj": "self_attn.v_proj", "attn.inner_attn_ln": "self_attn.inner_attn_ln", "attn.proj": "self_attn.out_proj",
-             "mlp.w1": "mlp.fc1", "mlp.w2": "mlp.fc2", "mlp.ffn_ln": "mlp.ffn_ln", "mlp.w3": "mlp.fc3"}  # fmt: skip
+    block = {
+        "norm1": "layer_norm1",
+        "norm2": "layer_norm2",
+        "attn.q_proj": "self_attn.q_proj",
+        "attn.k_proj": "self_attn.k_proj",
+        "attn.v_proj": "self_attn.v_proj",
+        "attn.inner_attn_ln": "self_attn.inner_attn_ln",
+        "attn.proj": "self_attn.out_proj",
+        "mlp.w1": "mlp.fc1",
+        "mlp.w2": "mlp.fc2",
+        "mlp.ffn_ln": "mlp.ffn_ln",
+        "mlp.w3": "mlp.fc3",
+    }
     for key, value in state_dict.items():
         if key.startswith("text.text_adaptor."):
             out["text_adapter.adaptor." + key[len("text.text_adaptor.") :]] = value
@@ -225,7 +247,10 @@ def test_proclip_eva_l14_with_its_training_wrapper(tmp_path, llm):
     parity = convert_proclip(tmp_path / "Eva_L14.pt", llm, tmp_path / "out")
     assert parity.image_max_abs_diff <= 1e-5
     model = ProCLIPModel.from_pretrained(tmp_path / "out")
-    assert model.config.vision_tower == "eva02" and (model.config.adapter_blocks, model.config.adapter_expansion) == (1, 8)
+    assert model.config.vision_tower == "eva02" and (model.config.adapter_blocks, model.config.adapter_expansion) == (
+        1,
+        8,
+    )
 
 
 def test_refusals_name_the_problem_and_write_nothing(tmp_path, llm, capsys):
@@ -233,25 +258,50 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path, llm, capsys):
     torch.save(state_dict, tmp_path / "good.pt")
     data = (tmp_path / "good.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
-    assert convert_llm2clip_main(["--clip", str(tmp_path / "truncated.pt"), "--llm", str(llm), "--output", str(tmp_path / "out")]) == 2
+    assert (
+        convert_llm2clip_main(
+            ["--clip", str(tmp_path / "truncated.pt"), "--llm", str(llm), "--output", str(tmp_path / "out")]
+        )
+        == 2
+    )
     assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
     cases = {
-        "missing": ({k: v for k, v in state_dict.items() if k != "visual.blocks.1.mlp.w3.bias"}, "missing keys .*blocks.1.mlp.w3.bias"),
-        "rope": ({**state_dict, "visual.rope.freqs_cos": state_dict["visual.rope.freqs_cos"] * 0.5}, "differs from the rotary table"),
-        "head": ({**state_dict, "visual.head.weight": torch.zeros(16, 64).half(), "visual.head.bias": torch.zeros(16).half()},
-                 "adapter maps to 32 dims but the image tower projects to 16"),
-        "shape": ({**state_dict, "visual.blocks.0.attn.k_proj.weight": torch.zeros(64, 32).half()}, "k_proj.weight` has shape"),
-    }  # fmt: skip
+        "missing": (
+            {k: v for k, v in state_dict.items() if k != "visual.blocks.1.mlp.w3.bias"},
+            "missing keys .*blocks.1.mlp.w3.bias",
+        ),
+        "rope": (
+            {**state_dict, "visual.rope.freqs_cos": state_dict["visual.rope.freqs_cos"] * 0.5},
+            "differs from the rotary table",
+        ),
+        "head": (
+            {
+                **state_dict,
+                "visual.head.weight": torch.zeros(16, 64).half(),
+                "visual.head.bias": torch.zeros(16).half(),
+            },
+            "adapter maps to 32 dims but the image tower projects to 16",
+        ),
+        "shape": (
+            {**state_dict, "visual.blocks.0.attn.k_proj.weight": torch.zeros(64, 32).half()},
+            "k_proj.weight` has shape",
+        ),
+    }
     for name, (broken, message) in cases.items():
         torch.save(broken, tmp_path / f"{name}.pt")
         with pytest.raises(CheckpointError, match=message):
             convert_llm2clip(tmp_path / f"{name}.pt", llm, tmp_path / "out")
     vision_only = tmp_path / "vision-only"
     vision_only.mkdir()
-    save_file({k: v for k, v in _hf_evaclip_layout(state_dict).items() if not k.startswith("text_adapter.")}, vision_only / "model.safetensors")
+    save_file(
+        {k: v for k, v in _hf_evaclip_layout(state_dict).items() if not k.startswith("text_adapter.")},
+        vision_only / "model.safetensors",
+    )
     with pytest.raises(CheckpointError, match="hold the vision tower only"):
         convert_llm2clip(vision_only, llm, tmp_path / "out")
-    torch.save({"visual.trunk.pos_embed": torch.zeros(1, 5, 8), "logit_scale": torch.tensor(1.0)}, tmp_path / "siglip.pt")
+    torch.save(
+        {"visual.trunk.pos_embed": torch.zeros(1, 5, 8), "logit_scale": torch.tensor(1.0)}, tmp_path / "siglip.pt"
+    )
     with pytest.raises(ConversionError, match="a siglip2 image tower"):
         convert_llm2clip(tmp_path / "siglip.pt", llm, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
@@ -263,28 +313,65 @@ def test_eva_stage2_training_step(tmp_path, family):
     tower; then longclip-eval's retrieval on the result."""
     from conftest import tiny_image_processor
     from llm_fixtures import tiny_llama3_tokenizer, tiny_llama_config
-    from modeling_longclip import LLM2CLIPProcessor, ProCLIPConfig
-    from modeling_longclip.training.dual_tower_train import llm2clip_main, proclip_main
     from test_longclip_training import write_photo_dataset
 
+    from modeling_longclip import LLM2CLIPProcessor, ProCLIPConfig
+    from modeling_longclip.training.dual_tower_train import llm2clip_main, proclip_main
+
     tokenizer = tiny_llama3_tokenizer()
-    config_class, model_class, main = {"llm2clip": (LLM2CLIPConfig, LLM2CLIPModel, llm2clip_main),
-                                       "proclip": (ProCLIPConfig, ProCLIPModel, proclip_main)}[family]  # fmt: skip
+    config_class, model_class, main = {
+        "llm2clip": (LLM2CLIPConfig, LLM2CLIPModel, llm2clip_main),
+        "proclip": (ProCLIPConfig, ProCLIPModel, proclip_main),
+    }[family]
     config = config_class(
-        vision_tower="eva02", vision_config=dict(hidden_size=64, intermediate_size=170, num_hidden_layers=2,
-                                                 num_attention_heads=1, image_size=32, patch_size=8),
-        text_config=tiny_llama_config(len(tokenizer)).to_dict(), projection_dim=32, visual_projection_bias=True,
-        adapter_blocks=1, adapter_expansion=2,
-    )  # fmt: skip
+        vision_tower="eva02",
+        vision_config=dict(
+            hidden_size=64,
+            intermediate_size=170,
+            num_hidden_layers=2,
+            num_attention_heads=1,
+            image_size=32,
+            patch_size=8,
+        ),
+        text_config=tiny_llama_config(len(tokenizer)).to_dict(),
+        projection_dim=32,
+        visual_projection_bias=True,
+        adapter_blocks=1,
+        adapter_expansion=2,
+    )
     torch.manual_seed(0)
     model_class(config).save_pretrained(tmp_path / "eva")
     LLM2CLIPProcessor(tiny_image_processor(), tokenizer).save_pretrained(tmp_path / "eva")
     data = write_photo_dataset(tmp_path / "data")
     out = tmp_path / "s2"
-    argv = ["--stage", "2", "--model_name_or_path", str(tmp_path / "eva"), "--train_file", str(data),
-            "--image_root", str(data.parent / "images"), "--output_dir", str(out), "--per_device_train_batch_size", "4",
-            "--max_steps", "2", "--learning_rate", "1e-3", "--vision_layer_decay", "0.85", "--report_to", "none",
-            "--use_cpu", "true", "--save_strategy", "no", "--gradient_checkpointing", "true"]  # fmt: skip
+    argv = [
+        "--stage",
+        "2",
+        "--model_name_or_path",
+        str(tmp_path / "eva"),
+        "--train_file",
+        str(data),
+        "--image_root",
+        str(data.parent / "images"),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--vision_layer_decay",
+        "0.85",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--save_strategy",
+        "no",
+        "--gradient_checkpointing",
+        "true",
+    ]
     if family == "proclip":
         argv = [a for a in argv if a not in ("--vision_layer_decay", "0.85")] + ["--ema_decay", "0.5"]
     assert main(argv) == 0
@@ -296,7 +383,10 @@ def test_eva_stage2_training_step(tmp_path, family):
     result = evaluate_retrieval(after.eval(), LLM2CLIPProcessor.from_pretrained(out), dataset, progress=False)
     assert result["counts"]["texts"] == 3 and result["image_to_text"]["R@10"] == 100.0
     assert after.config.vision_tower == "eva02"
-    moved = after.vision_model.encoder.layers[0].self_attn.qkv.weight - before.vision_model.encoder.layers[0].self_attn.qkv.weight
+    moved = (
+        after.vision_model.encoder.layers[0].self_attn.qkv.weight
+        - before.vision_model.encoder.layers[0].self_attn.qkv.weight
+    )
     assert moved.abs().max() > 0
 
 
@@ -307,15 +397,31 @@ def test_matches_timm_eva02(image_size):
     eva = pytest.importorskip("timm.models.eva")
     torch.manual_seed(7)
     timm_model = eva.Eva(
-        img_size=image_size, patch_size=8, embed_dim=128, depth=2, num_heads=2, qkv_fused=False, mlp_ratio=4 * 2 / 3,
-        swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True, use_rot_pos_emb=True, ref_feat_shape=(16, 16),
-        global_pool="token", num_classes=32,
-    ).eval()  # fmt: skip
+        img_size=image_size,
+        patch_size=8,
+        embed_dim=128,
+        depth=2,
+        num_heads=2,
+        qkv_fused=False,
+        mlp_ratio=4 * 2 / 3,
+        swiglu_mlp=True,
+        scale_mlp=True,
+        scale_attn_inner=True,
+        use_rot_pos_emb=True,
+        ref_feat_shape=(16, 16),
+        global_pool="token",
+        num_classes=32,
+    ).eval()
     with torch.no_grad():
         for param in timm_model.parameters():
             param.add_(0.05 * torch.randn_like(param))
-    renames = (("attn.norm.", "attn.inner_attn_ln."), ("mlp.fc1_g.", "mlp.w1."), ("mlp.fc1_x.", "mlp.w2."),
-               ("mlp.norm.", "mlp.ffn_ln."), ("mlp.fc2.", "mlp.w3."))  # fmt: skip
+    renames = (
+        ("attn.norm.", "attn.inner_attn_ln."),
+        ("mlp.fc1_g.", "mlp.w1."),
+        ("mlp.fc1_x.", "mlp.w2."),
+        ("mlp.norm.", "mlp.ffn_ln."),
+        ("mlp.fc2.", "mlp.w3."),
+    )
     original = {}
     for key, value in timm_model.state_dict().items():
         if "rope" in key:
@@ -331,7 +437,9 @@ def test_matches_timm_eva02(image_size):
     with torch.no_grad():
         expected = timm_model(pixels)
         pooled = ours(pixel_values=pixels).pooler_output
-    features = torch.nn.functional.linear(pooled, weights["visual_projection.weight"], weights["visual_projection.bias"])
+    features = torch.nn.functional.linear(
+        pooled, weights["visual_projection.weight"], weights["visual_projection.bias"]
+    )
     torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(reference_eva02_image_features(original, pixels), expected, rtol=0, atol=1e-5)
 
@@ -341,19 +449,42 @@ def test_config_round_trip_and_attention_choice(tmp_path):
     to the LLM2CLIP model reaches the EVA tower."""
     from llm_fixtures import tiny_llama_config
 
-    b16 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, patch_size=16, intermediate_size=2048, image_size=224)
+    b16 = dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        patch_size=16,
+        intermediate_size=2048,
+        image_size=224,
+    )
     config = LLM2CLIPConfig(vision_tower="eva02", vision_config=b16, text_config=tiny_llama_config(100).to_dict())
     config.save_pretrained(tmp_path / "b16")
     loaded = LLM2CLIPConfig.from_pretrained(tmp_path / "b16")
     assert isinstance(loaded.vision_config, EVA02VisionConfig)
     assert {k: getattr(loaded.vision_config, k) for k in b16} == b16
-    tiny = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, patch_size=8, intermediate_size=170, image_size=32)
-    LLM2CLIPModel(LLM2CLIPConfig(vision_tower="eva02", vision_config=tiny, text_config=tiny_llama_config(100).to_dict(),
-                                 projection_dim=32, visual_projection_bias=True)).save_pretrained(tmp_path / "tiny")  # fmt: skip
+    tiny = dict(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=1, patch_size=8, intermediate_size=170, image_size=32
+    )
+    LLM2CLIPModel(
+        LLM2CLIPConfig(
+            vision_tower="eva02",
+            vision_config=tiny,
+            text_config=tiny_llama_config(100).to_dict(),
+            projection_dim=32,
+            visual_projection_bias=True,
+        )
+    ).save_pretrained(tmp_path / "tiny")
     eager = LLM2CLIPModel.from_pretrained(tmp_path / "tiny", attn_implementation="eager").eval()
     default = LLM2CLIPModel.from_pretrained(tmp_path / "tiny").eval()
-    assert (eager.vision_model.config._attn_implementation, default.vision_model.config._attn_implementation) == ("eager", "sdpa")
+    assert (eager.vision_model.config._attn_implementation, default.vision_model.config._attn_implementation) == (
+        "eager",
+        "sdpa",
+    )
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(eager.get_image_features(pixel_values=pixels).pooler_output,
-                                   default.get_image_features(pixel_values=pixels).pooler_output, rtol=0, atol=1e-5)  # fmt: skip
+        torch.testing.assert_close(
+            eager.get_image_features(pixel_values=pixels).pooler_output,
+            default.get_image_features(pixel_values=pixels).pooler_output,
+            rtol=0,
+            atol=1e-5,
+        )

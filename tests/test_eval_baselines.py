@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from conftest import TINY_IMAGE_SIZE, tiny_image_processor
 from eval_fixtures import write_image_folder, write_urban1k
 from PIL import Image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -29,7 +30,6 @@ from transformers import (
     SiglipProcessor,
 )
 
-from conftest import TINY_IMAGE_SIZE, tiny_image_processor
 from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
 from modeling_longclip.converters.longclip import convert_longclip
 from modeling_longclip.converters.synthetic import random_openai_clip_state_dict
@@ -80,9 +80,12 @@ def siglip_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
         model_max_length=SIGLIP_LENGTH,
-    )  # fmt: skip
+    )
 
 
 def siglip_image_processor():
@@ -93,10 +96,11 @@ def siglip_image_processor():
 def siglip_folder(folder):
     torch.manual_seed(4)
     config = SiglipConfig(
-        text_config=dict(TINY, vocab_size=len(WORDS) + 3, max_position_embeddings=SIGLIP_LENGTH, pad_token_id=0,
-                         eos_token_id=1),
+        text_config=dict(
+            TINY, vocab_size=len(WORDS) + 3, max_position_embeddings=SIGLIP_LENGTH, pad_token_id=0, eos_token_id=1
+        ),
         vision_config=dict(TINY, image_size=TINY_IMAGE_SIZE, patch_size=8),
-    )  # fmt: skip
+    )
     SiglipModel(config).save_pretrained(folder)
     SiglipProcessor(image_processor=siglip_image_processor(), tokenizer=siglip_tokenizer()).save_pretrained(folder)
     return folder
@@ -116,8 +120,12 @@ def baselines(tmp_path, foreign, tiny_longclip_folder):
     torch.save(random_openai_clip_state_dict(seed=5), checkpoint)
     converted = tmp_path / "longclip-as-clip"
     convert_longclip(checkpoint, converted, output_format="clip")
-    return {"clip-77": foreign["clip-77"], "longclip-as-clip": converted, "siglip": foreign["siglip"],
-            "tiny-longclip": tiny_longclip_folder}  # fmt: skip
+    return {
+        "clip-77": foreign["clip-77"],
+        "longclip-as-clip": converted,
+        "siglip": foreign["siglip"],
+        "tiny-longclip": tiny_longclip_folder,
+    }
 
 
 def by_hand(folder, dataset) -> dict:
@@ -145,8 +153,21 @@ def test_one_command_compares_clip_siglip_and_longclip(tmp_path, baselines, caps
     root = write_urban1k(tmp_path / "Urban1k", CAPTIONS)
     output = tmp_path / "out" / "comparison.json"
     args = [a for folder in baselines.values() for a in ("--model", str(folder))]
-    args += ["--benchmark", "urban1k", "--data-root", str(root), "--device", "cpu", "--batch-size", "2",
-             "--cache-dir", str(tmp_path / "cache"), "--output", str(output), "--no-progress"]  # fmt: skip
+    args += [
+        "--benchmark",
+        "urban1k",
+        "--data-root",
+        str(root),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output",
+        str(output),
+        "--no-progress",
+    ]
     assert eval_main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
 
@@ -155,8 +176,11 @@ def test_one_command_compares_clip_siglip_and_longclip(tmp_path, baselines, caps
     assert table["columns"][:2] == ["urban1k I2T R@1", "urban1k I2T R@5"] and len(table["columns"]) == 6
     results = {r["model_name"]: r for r in table["results"]}
     assert {name: results[name]["model_type"] for name in baselines} == {
-        "clip-77": "clip", "longclip-as-clip": "clip", "siglip": "siglip", "tiny-longclip": "longclip",
-    }  # fmt: skip
+        "clip-77": "clip",
+        "longclip-as-clip": "clip",
+        "siglip": "siglip",
+        "tiny-longclip": "longclip",
+    }
     limits = {name: (r["counts"]["text_limit"], r["counts"]["texts_too_long"]) for name, r in results.items()}
     assert limits == {"clip-77": (77, 1), "longclip-as-clip": (248, 1), "siglip": (16, 1), "tiny-longclip": (248, 1)}
     dataset = load_benchmark("urban1k", root)
@@ -174,8 +198,10 @@ def test_one_command_compares_clip_siglip_and_longclip(tmp_path, baselines, caps
     chart = tmp_path / "out" / "comparison.png"
     assert Image.open(chart).size[0] >= 420
     assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()} == {
-        "comparison.json": 0o644, "comparison.md": 0o644, "comparison.png": 0o644,
-    }  # fmt: skip (umask 022, set by the fixture)
+        "comparison.json": 0o644,
+        "comparison.md": 0o644,
+        "comparison.png": 0o644,
+    }  # umask 022, set by the fixture
 
     assert eval_main(args) == 0  # every model's embeddings come from the cache the second time
     table = json.loads(output.read_text())
@@ -237,15 +263,19 @@ def test_python_api_and_cache_keys(tmp_path, foreign):
 
 def test_siglip2_gets_its_patch_mask_and_fixed_length_text(tmp_path):
     """Siglip2Model takes pixel_attention_mask and spatial_shapes besides the pixels, and texts padded to max_length."""
-    image_processor_class = getattr(transformers, "Siglip2ImageProcessorPil", None) or transformers.Siglip2ImageProcessor
-    processor = transformers.Siglip2Processor(image_processor=image_processor_class(max_num_patches=16),
-                                              tokenizer=siglip_tokenizer())  # fmt: skip
+    image_processor_class = (
+        getattr(transformers, "Siglip2ImageProcessorPil", None) or transformers.Siglip2ImageProcessor
+    )
+    processor = transformers.Siglip2Processor(
+        image_processor=image_processor_class(max_num_patches=16), tokenizer=siglip_tokenizer()
+    )
     torch.manual_seed(6)
     config = transformers.Siglip2Config(
-        text_config=dict(TINY, vocab_size=len(WORDS) + 3, max_position_embeddings=SIGLIP_LENGTH, pad_token_id=0,
-                         eos_token_id=1),
+        text_config=dict(
+            TINY, vocab_size=len(WORDS) + 3, max_position_embeddings=SIGLIP_LENGTH, pad_token_id=0, eos_token_id=1
+        ),
         vision_config=dict(TINY, num_patches=16, patch_size=16),
-    )  # fmt: skip
+    )
     model = transformers.Siglip2Model(config).eval()
     images = [Image.new("RGB", (40, 30), "red"), Image.new("RGB", (24, 48), "blue")]
     texts = ["a red picture", "a blue scene with a long street"]
@@ -253,8 +283,9 @@ def test_siglip2_gets_its_patch_mask_and_fixed_length_text(tmp_path):
         pixels = processor(images=images, return_tensors="pt")
         assert set(pixels) == {"pixel_values", "pixel_attention_mask", "spatial_shapes"}
         image = F.normalize(model.get_image_features(**pixels).pooler_output, dim=-1)
-        tokens = processor(text=texts, padding="max_length", max_length=SIGLIP_LENGTH, truncation=True,
-                           return_tensors="pt")  # fmt: skip
+        tokens = processor(
+            text=texts, padding="max_length", max_length=SIGLIP_LENGTH, truncation=True, return_tensors="pt"
+        )
         text = F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
     assert torch.allclose(embed_images(model, processor, images, batch_size=1), image, atol=1e-5)
     assert torch.allclose(embed_texts(model, processor, texts, batch_size=1), text, atol=1e-5)

@@ -13,11 +13,12 @@ import sys
 import datasets
 import pytest
 import torch
+from llm_fixtures import tiny_image_processor, tiny_llama3_tokenizer, tiny_llama_config, tiny_llm2clip_config
 from safetensors.torch import load_file
 
-from llm_fixtures import tiny_image_processor, tiny_llama3_tokenizer, tiny_llama_config, tiny_llm2clip_config
-from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor
-from modeling_longclip import feature_extraction, features
+from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor, feature_extraction, features
+from modeling_longclip.common.caption_data import short_caption_of
+from modeling_longclip.common.errors import DataError
 from modeling_longclip.features import (
     FeatureCacheError,
     TextFeatureCache,
@@ -27,8 +28,6 @@ from modeling_longclip.features import (
     run_extraction,
 )
 from modeling_longclip.features.cli import main
-from modeling_longclip.common.caption_data import short_caption_of
-from modeling_longclip.common.errors import DataError
 
 CAPTIONS = [
     "A red car.",
@@ -155,18 +154,24 @@ def test_duplicates_are_encoded_once(tmp_path, tiny, monkeypatch):
     assert (stats.encoded, stats.duplicates, stats.total) == (4, 2, 4) and counter.rows == 4
     assert caption_key(" " + CAPTIONS[1]) != caption_key(CAPTIONS[1])  # llm2vec pools leading whitespace: two rows
     cache = TextFeatureCache(tmp_path)
-    torch.testing.assert_close(cache.get_texts(texts), torch.stack([alone(model, processor, t) for t in texts]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        cache.get_texts(texts), torch.stack([alone(model, processor, t) for t in texts]), rtol=0, atol=1e-5
+    )
 
 
 def test_resume_after_interruption_encodes_only_the_rest(tmp_path, tiny, monkeypatch):
     model, processor = tiny
     captions = keyed(CAPTIONS)
-    extract_text_features(model, processor, captions, tmp_path / "reference", batch_size=2, shard_size=4, progress=False)
+    extract_text_features(
+        model, processor, captions, tmp_path / "reference", batch_size=2, shard_size=4, progress=False
+    )
 
     failing = CountingEncoder(model, fail_after=4)  # shards of 4 = 2 batches: the 5th call (shard 3) dies
     monkeypatch.setattr(model, "encode_llm", failing)
     with pytest.raises(RuntimeError, match="simulated"):
-        extract_text_features(model, processor, captions, tmp_path / "cache", batch_size=2, shard_size=4, progress=False)
+        extract_text_features(
+            model, processor, captions, tmp_path / "cache", batch_size=2, shard_size=4, progress=False
+        )
     assert len(TextFeatureCache(tmp_path / "cache")) == 8
 
     counter = CountingEncoder(model)
@@ -178,7 +183,12 @@ def test_resume_after_interruption_encodes_only_the_rest(tmp_path, tiny, monkeyp
     resumed, reference = (json.loads((tmp_path / d / "index.json").read_text()) for d in ("cache", "reference"))
     assert resumed == reference
     keys = [key for key, _ in captions]
-    torch.testing.assert_close(TextFeatureCache(tmp_path / "cache").get(keys), TextFeatureCache(tmp_path / "reference").get(keys), rtol=0, atol=0)
+    torch.testing.assert_close(
+        TextFeatureCache(tmp_path / "cache").get(keys),
+        TextFeatureCache(tmp_path / "reference").get(keys),
+        rtol=0,
+        atol=0,
+    )
 
     again = run_extraction(model, processor, captions, tmp_path / "cache", batch_size=2, shard_size=4, progress=False)
     assert (again.encoded, again.cached, counter.calls) == (0, 10, 1)
@@ -196,7 +206,9 @@ def test_unlisted_shard_and_temp_files_are_ignored_and_replaced(tmp_path, tiny, 
 
     monkeypatch.setattr(feature_extraction, "write_index", dies_on_second_index_write)
     with pytest.raises(RuntimeError, match="simulated"):
-        extract_text_features(model, processor, keyed(CAPTIONS[:6]), tmp_path, batch_size=2, shard_size=3, progress=False)
+        extract_text_features(
+            model, processor, keyed(CAPTIONS[:6]), tmp_path, batch_size=2, shard_size=3, progress=False
+        )
     monkeypatch.setattr(feature_extraction, "write_index", real_write_index)
     assert (tmp_path / "shard-00001.safetensors").is_file()  # written, but not listed
     cache = TextFeatureCache(tmp_path)
@@ -243,17 +255,28 @@ def test_another_model_or_processor_is_refused(tmp_path, tiny):
 
 def test_storage_dtype_and_compute_dtype(tmp_path, tiny):
     model, processor = tiny
-    extract_text_features(model, processor, keyed(CAPTIONS[:4]), tmp_path / "half", storage_dtype="float16", progress=False)
+    extract_text_features(
+        model, processor, keyed(CAPTIONS[:4]), tmp_path / "half", storage_dtype="float16", progress=False
+    )
     assert load_file(tmp_path / "half" / "shard-00000.safetensors")["embeds"].dtype == torch.float16
     got = TextFeatureCache(tmp_path / "half").get_texts(CAPTIONS[:4])
     assert got.dtype == torch.float32
     expected = torch.stack([alone(model, processor, t) for t in CAPTIONS[:4]])
     torch.testing.assert_close(got, expected, rtol=2e-3, atol=2e-3)
-    extract_text_features(model, processor, keyed(CAPTIONS[:4]), tmp_path / "bf16", dtype=torch.bfloat16, progress=False)
+    extract_text_features(
+        model, processor, keyed(CAPTIONS[:4]), tmp_path / "bf16", dtype=torch.bfloat16, progress=False
+    )
     bf16 = TextFeatureCache(tmp_path / "bf16").get_texts(CAPTIONS[:4])  # autocast over float32 weights
     assert torch.nn.functional.cosine_similarity(bf16, expected).min() > 0.99
     with pytest.raises(ValueError, match="float32"):
-        extract_text_features(copy.deepcopy(model).to(torch.bfloat16), processor, keyed(CAPTIONS[:1]), tmp_path / "x", dtype=torch.float32, progress=False)
+        extract_text_features(
+            copy.deepcopy(model).to(torch.bfloat16),
+            processor,
+            keyed(CAPTIONS[:1]),
+            tmp_path / "x",
+            dtype=torch.float32,
+            progress=False,
+        )
 
 
 def write_jsonl(path, rows):
@@ -274,24 +297,43 @@ def test_caption_sources_jsonl_keys_and_short_captions(tmp_path):
     pairs = list(source)
     assert len(source) == len(pairs)
     assert [text for _, text in pairs] == [
-        "A red car parked by a tree. The street is sunny.", "A red car parked by a tree", "A red car.", "A red car.",
-        "   ", "", "An empty long caption.", "An empty long caption.", "Two dogs on a beach", "Two dogs on a beach",
-    ]  # fmt: skip  (whitespace-only and empty captions are kept: llm2vec encodes them)
+        "A red car parked by a tree. The street is sunny.",
+        "A red car parked by a tree",
+        "A red car.",
+        "A red car.",
+        "   ",
+        "",
+        "An empty long caption.",
+        "An empty long caption.",
+        "Two dogs on a beach",
+        "Two dogs on a beach",
+    ]  # whitespace-only and empty captions are kept: llm2vec encodes them
     assert all(key == hashlib.sha1(text.encode("utf-8")).hexdigest() for key, text in pairs)  # the exact text
     assert short_caption_of(ROWS[0]["caption"]) == "A red car parked by a tree"
 
     by_id = list(iter_captions(path, ["caption", "short_caption"], id_column="id", derive_short=True))
     assert [key for key, _ in by_id] == [
-        "img1", "img1:short", "img1:short_caption", "img1:short_caption:short",
-        "img2", "img2:short", "img2:short_caption", "img2:short_caption:short", "3", "3:short",
-    ]  # fmt: skip
+        "img1",
+        "img1:short",
+        "img1:short_caption",
+        "img1:short_caption:short",
+        "img2",
+        "img2:short",
+        "img2:short_caption",
+        "img2:short_caption:short",
+        "3",
+        "3:short",
+    ]
     assert list(iter_captions(path)) == [(caption_key(row["caption"]), row["caption"]) for row in ROWS]
 
 
 def test_caption_sources_saved_dataset_csv_and_errors(tmp_path):
     dataset = datasets.Dataset.from_dict({"uid": ["a", "b"], "text": ["First caption. More.", "Second caption"]})
     dataset.save_to_disk(str(tmp_path / "saved"))
-    assert list(iter_captions(tmp_path / "saved", ["text"], id_column="uid")) == [("a", "First caption. More."), ("b", "Second caption")]
+    assert list(iter_captions(tmp_path / "saved", ["text"], id_column="uid")) == [
+        ("a", "First caption. More."),
+        ("b", "Second caption"),
+    ]
     datasets.DatasetDict({"train": dataset}).save_to_disk(str(tmp_path / "saved_dict"))
     assert len(iter_captions(tmp_path / "saved_dict", ["text"], derive_short=True)) == 4
     (tmp_path / "captions.csv").write_text('caption,other\n"A caption, with a comma",1\n', encoding="utf-8")
@@ -329,9 +371,26 @@ def test_cli_end_to_end(tmp_path, tiny, capsys):
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     path = write_jsonl(tmp_path / "captions.jsonl", ROWS)
-    argv = ["--model", tmp_path / "model", "--captions", path, "--output", tmp_path / "cache", "--caption-column", "caption",
-            "--caption-column", "short_caption", "--derive-short-captions", "--batch-size", "2", "--shard-size", "3",
-            "--device", "cpu", "--no-progress"]  # fmt: skip
+    argv = [
+        "--model",
+        tmp_path / "model",
+        "--captions",
+        path,
+        "--output",
+        tmp_path / "cache",
+        "--caption-column",
+        "caption",
+        "--caption-column",
+        "short_caption",
+        "--derive-short-captions",
+        "--batch-size",
+        "2",
+        "--shard-size",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main([str(a) for a in argv]) == 0
     out = capsys.readouterr().out
     texts = sorted({t for _, t in iter_captions(path, ["caption", "short_caption"], derive_short=True)})
@@ -365,9 +424,21 @@ def test_cli_end_to_end(tmp_path, tiny, capsys):
 
 def test_python_dash_m_entry_point(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "modeling_longclip.features", "--model", str(tmp_path), "--captions", "x.jsonl", "--output", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "modeling_longclip.features",
+            "--model",
+            str(tmp_path),
+            "--captions",
+            "x.jsonl",
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "config.json" in result.stderr
 
 
@@ -401,7 +472,9 @@ def test_fingerprint_covers_llm2vec_settings_and_pooling_dtype(tmp_path, tiny):
     with pytest.raises(FeatureCacheError, match="doc_max_length"):
         cache.check_model(model, LLM2CLIPProcessor(tiny_image_processor(), processor.tokenizer, doc_max_length=400))
     with pytest.raises(FeatureCacheError, match="instruction_separator"):
-        cache.check_model(model, LLM2CLIPProcessor(tiny_image_processor(), processor.tokenizer, instruction_separator=None))
+        cache.check_model(
+            model, LLM2CLIPProcessor(tiny_image_processor(), processor.tokenizer, instruction_separator=None)
+        )
     fp32_pooling = copy.deepcopy(model)
     fp32_pooling.config.pooling_dtype = "float32"
     with pytest.raises(FeatureCacheError, match="pooling_dtype"):
@@ -420,7 +493,17 @@ def test_format_1_caches_are_refused_with_a_clear_message(tmp_path, tiny, capsys
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     write_jsonl(tmp_path / "c.jsonl", [{"caption": "a dog"}])
-    argv = ["--model", str(model_dir), "--captions", str(tmp_path / "c.jsonl"), "--output", str(tmp_path), "--no-progress", "--device", "cpu"]
+    argv = [
+        "--model",
+        str(model_dir),
+        "--captions",
+        str(tmp_path / "c.jsonl"),
+        "--output",
+        str(tmp_path),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 2 and "format 1" in capsys.readouterr().err
     assert run_extraction(model, processor, keyed(CAPTIONS[:1]), tmp_path, progress=False, overwrite=True).encoded == 1
     assert json.loads((tmp_path / "index.json").read_text())["format"] == 2
@@ -431,5 +514,11 @@ def test_the_cli_module_still_offers_every_public_name():
 
     for name in features.__all__:
         assert hasattr(features, name), name
-    assert features.TextFeatureCache is feature_store.TextFeatureCache and features.iter_captions is caption_sources.iter_captions
-    assert features.model_fingerprint is feature_fingerprint.model_fingerprint and features.run_extraction is run_extraction
+    assert (
+        features.TextFeatureCache is feature_store.TextFeatureCache
+        and features.iter_captions is caption_sources.iter_captions
+    )
+    assert (
+        features.model_fingerprint is feature_fingerprint.model_fingerprint
+        and features.run_extraction is run_extraction
+    )

@@ -355,7 +355,17 @@ def test_checkpoint_uploads_the_model_without_training_state(hub, tiny_longclip_
 
 def test_include_training_state_uploads_everything(hub, tiny_longclip_folder, capsys):
     model_files = as_checkpoint(tiny_longclip_folder)
-    main([str(tiny_longclip_folder), "--repo-id", "me/resume", "--token", TOKEN, "--endpoint", hub.url,
-          "--include-training-state"])  # fmt: skip
+    main(
+        [
+            str(tiny_longclip_folder),
+            "--repo-id",
+            "me/resume",
+            "--token",
+            TOKEN,
+            "--endpoint",
+            hub.url,
+            "--include-training-state",
+        ]
+    )
     assert hub.files("me/resume") == {**model_files, **TRAINING_STATE}
     assert "left out" not in capsys.readouterr().out

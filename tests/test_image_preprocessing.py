@@ -14,7 +14,18 @@ from modeling_longclip.image_processing_longclip import LongCLIPImageProcessor
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-SIZES = [(1000, 667), (640, 427), (667, 1000), (301, 200), (5, 300), (300, 5), (333, 225), (225, 224), (97, 33), (224, 224)]
+SIZES = [
+    (1000, 667),
+    (640, 427),
+    (667, 1000),
+    (301, 200),
+    (5, 300),
+    (300, 5),
+    (333, 225),
+    (225, 224),
+    (97, 33),
+    (224, 224),
+]
 # (301, 200) at 224: slack 113, corner round(56.5) = 56 (Python rounds half to even), not 57
 
 
@@ -75,7 +86,9 @@ def test_torchvision_flavour_equals_the_original_transform(n):
     for name, image in _cases():
         pixels = processor(image, return_tensors="pt")["pixel_values"][0]
         expected = torch.from_numpy(torchvision_reference(image, n))
-        assert torch.equal(pixels, expected), f"{name} {image.size} at {n}: max |diff| {(pixels - expected).abs().max()}"
+        assert torch.equal(pixels, expected), (
+            f"{name} {image.size} at {n}: max |diff| {(pixels - expected).abs().max()}"
+        )
 
 
 @pytest.mark.parametrize("n", [336])
@@ -84,7 +97,9 @@ def test_transformers_flavour_equals_transformers4_clip_image_processor(n):
     for name, image in _cases():
         pixels = processor(images=[image], return_tensors="pt")["pixel_values"][0]
         expected = torch.from_numpy(transformers4_reference(image, n))
-        assert torch.equal(pixels, expected), f"{name} {image.size} at {n}: max |diff| {(pixels - expected).abs().max()}"
+        assert torch.equal(pixels, expected), (
+            f"{name} {image.size} at {n}: max |diff| {(pixels - expected).abs().max()}"
+        )
 
 
 def test_odd_offsets_differ_from_the_stock_processor_by_one_pixel_shift():
@@ -112,7 +127,10 @@ def test_numpy_and_torch_inputs_match_pil():
     batch = processor(np.stack([array, array]), return_tensors="pt")["pixel_values"]
     assert batch.shape == (2, 3, 32, 32) and torch.equal(batch[1], expected[0])
     gray = photo.convert("L")
-    assert torch.equal(processor(np.asarray(gray), return_tensors="pt")["pixel_values"], processor(gray, return_tensors="pt")["pixel_values"])
+    assert torch.equal(
+        processor(np.asarray(gray), return_tensors="pt")["pixel_values"],
+        processor(gray, return_tensors="pt")["pixel_values"],
+    )
     unbatched = processor(photo)["pixel_values"]
     assert isinstance(unbatched, list) and unbatched[0].shape == (3, 32, 32)
 
@@ -141,7 +159,11 @@ def test_saved_settings_reload(tmp_path):
     clip_image_processor(48, "transformers").save_pretrained(tmp_path)
     reloaded = AutoImageProcessor.from_pretrained(tmp_path)
     assert type(reloaded) is LongCLIPImageProcessor
-    assert (reloaded.flavour, reloaded.size, reloaded.crop_size) == ("transformers", {"shortest_edge": 48}, {"height": 48, "width": 48})
+    assert (reloaded.flavour, reloaded.size, reloaded.crop_size) == (
+        "transformers",
+        {"shortest_edge": 48},
+        {"height": 48, "width": 48},
+    )
     assert (tmp_path / "image_processing_longclip.py").is_file()
 
 
@@ -192,11 +214,17 @@ def test_folder_front_ends_load_where_the_package_is_not_installed(tmp_path, cli
     photo = Image.fromarray(data.rocket()).resize((59, 40))  # at 24 px: 35 wide, corner round(5.5) = 6, floor 5
     photo.save(tmp_path / "photo.png")
     text = "Tom &amp; Jerry’s ﬁve cats"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
     run = subprocess.run(
         [sys.executable, "-c", _CLEAN_SCRIPT, str(tmp_path / "folder"), str(tmp_path / "photo.png"), text],
-        cwd=tmp_path, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert (result["image_processor"], result["tokenizer"]) == ("LongCLIPImageProcessor", "LongCLIPTokenizer")

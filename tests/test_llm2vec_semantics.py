@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from llm_fixtures import tiny_image_processor, tiny_llama3_tokenizer, tiny_llama_config, tiny_llm2clip_config
+
 from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor
 
 HEADER = "<|start_header_id|>user<|end_header_id|>\n\n"
@@ -67,13 +67,19 @@ def llm2vec_features(tokenizer, captions: list[str], max_length: int, doc_max_le
         if n > 0:
             mask[-n:] = 1
         masks.append(mask)
-    return {"input_ids": original["input_ids"], "attention_mask": original["attention_mask"], "embed_mask": torch.stack(masks)}
+    return {
+        "input_ids": original["input_ids"],
+        "attention_mask": original["attention_mask"],
+        "embed_mask": torch.stack(masks),
+    }
 
 
 def llm2vec_mean(hidden: torch.Tensor, embed_mask: torch.Tensor) -> torch.Tensor:
     """llm2vec's get_pooling("mean") after _skip_instruction, then encode's cast."""
     lengths = embed_mask.sum(dim=-1)
-    return torch.stack([hidden[i, -length:, :].mean(dim=0) for i, length in enumerate(lengths)], dim=0).to(torch.float32)
+    return torch.stack([hidden[i, -length:, :].mean(dim=0) for i, length in enumerate(lengths)], dim=0).to(
+        torch.float32
+    )
 
 
 def processor_for(tokenizer, **settings) -> LLM2CLIPProcessor:
@@ -100,7 +106,12 @@ def test_only_trailing_whitespace_is_stripped(tokenizer):
     vocab = tokenizer.get_vocab()
     caption = ids(tokenizer, "  A red car.")  # the leading spaces stay and are tokenized
     assert tokenizer.convert_ids_to_tokens(caption[:2]) == ["Ġ", "Ġ"]
-    assert batch["input_ids"][0] == [vocab["<|begin_of_text|>"], *ids(tokenizer, HEADER), *caption, vocab["<|eot_id|>"]]
+    assert batch["input_ids"][0] == [
+        vocab["<|begin_of_text|>"],
+        *ids(tokenizer, HEADER),
+        *caption,
+        vocab["<|eot_id|>"],
+    ]
     assert batch["pooling_mask"][0] == [0] * 5 + [1] * (len(caption) + 1)  # BOS + 4 header tokens not pooled
 
 
@@ -115,7 +126,11 @@ def test_past_max_length_the_tokenizer_cuts_and_the_mean_covers_every_position(t
     assert len(ids(tokenizer, caption)) == 600
     batch = processor_for(tokenizer)(text=[caption], return_tensors=None)
     vocab = tokenizer.get_vocab()
-    assert batch["input_ids"][0] == [vocab["<|begin_of_text|>"], *ids(tokenizer, HEADER), *ids(tokenizer, caption)[:507]]
+    assert batch["input_ids"][0] == [
+        vocab["<|begin_of_text|>"],
+        *ids(tokenizer, HEADER),
+        *ids(tokenizer, caption)[:507],
+    ]
     assert vocab["<|eot_id|>"] not in batch["input_ids"][0]  # dropped by the truncation
     assert batch["pooling_mask"][0] == [1] * 512  # n = 512 (the pooled part, truncated): BOS and header included
 
@@ -189,27 +204,39 @@ def test_settings_are_saved_and_old_folders_keep_loading(tokenizer, tmp_path):
     processor_for(tokenizer, max_length=256, doc_max_length=200).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "processor_config.json").read_text())
     assert (saved["max_length"], saved["doc_max_length"], saved["instruction_separator"]) == (256, 200, SEPARATOR)
-    assert LLM2CLIPProcessor.from_pretrained(tmp_path).encoding_settings() == processor_for(
-        tokenizer, max_length=256, doc_max_length=200
-    ).encoding_settings()
+    assert (
+        LLM2CLIPProcessor.from_pretrained(tmp_path).encoding_settings()
+        == processor_for(tokenizer, max_length=256, doc_max_length=200).encoding_settings()
+    )
     for key in ("doc_max_length", "strip_trailing_whitespace", "instruction_separator"):  # a folder from before
         saved.pop(key)
     (tmp_path / "processor_config.json").write_text(json.dumps(saved))
     old = LLM2CLIPProcessor.from_pretrained(tmp_path)
-    assert (old.max_length, old.doc_max_length, old.strip_trailing_whitespace, old.instruction_separator) == (256, 256, True, SEPARATOR)
+    assert (old.max_length, old.doc_max_length, old.strip_trailing_whitespace, old.instruction_separator) == (
+        256,
+        256,
+        True,
+        SEPARATOR,
+    )
 
 
 def test_grouped_kwargs_as_sentence_transformers_passes_them(tokenizer):
     processor = processor_for(tokenizer)
     image = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
     out = processor(
-        text=["a red car parked next to a green tree"], images=[image],
-        text_kwargs={"padding": True, "truncation": "longest_first", "max_length": 6}, images_kwargs={"image_mean": [0, 0, 0], "image_std": [1, 1, 1]},
-        audio_kwargs={"padding": True}, videos_kwargs={}, common_kwargs={"return_tensors": "np"},
-    )  # fmt: skip
+        text=["a red car parked next to a green tree"],
+        images=[image],
+        text_kwargs={"padding": True, "truncation": "longest_first", "max_length": 6},
+        images_kwargs={"image_mean": [0, 0, 0], "image_std": [1, 1, 1]},
+        audio_kwargs={"padding": True},
+        videos_kwargs={},
+        common_kwargs={"return_tensors": "np"},
+    )
     assert isinstance(out["input_ids"], np.ndarray) and isinstance(out["pixel_values"], np.ndarray)
     assert out["input_ids"].shape == (1, 6)  # max_length reached the text path
-    assert 0.0 <= out["pixel_values"].min() and out["pixel_values"].max() <= 1.0  # the identity norm reached the images
+    assert (
+        0.0 <= out["pixel_values"].min() and out["pixel_values"].max() <= 1.0
+    )  # the identity norm reached the images
     flat = processor(text=["a dog"], images=[image], image_mean=[0, 0, 0], image_std=[1, 1, 1], max_length=4)
     assert flat["input_ids"].shape == (1, 4) and flat["pixel_values"].min() >= 0
     # audio / video groups have nothing to apply to (sentence-transformers always sends audio padding): ignored
@@ -242,7 +269,9 @@ def test_bf16_mean_pooling_is_llm2vecs_bit_for_bit(tokenizer, bf16_model):
     inputs = processor_for(tokenizer, max_length=24, doc_max_length=24)(text=HARD_CAPTIONS)
     reference = llm2vec_features(tokenizer, HARD_CAPTIONS, 24, 24)
     with torch.no_grad():
-        hidden = bf16_model.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        hidden = bf16_model.text_model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).last_hidden_state
         ours = bf16_model.encode_llm(**inputs)
     assert hidden.dtype == torch.bfloat16 and ours.dtype == torch.float32
     expected = llm2vec_mean(hidden, reference["embed_mask"])

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_longclip_config
-from modeling_longclip import LongCLIPModel
-from modeling_longclip.contrastive import contrastive_loss, long_clip_loss, primary_component_matching
 from torchrun import run_torchrun
 from workers.longclip_two_process_loss import global_batch
+
+from modeling_longclip import LongCLIPModel
+from modeling_longclip.contrastive import contrastive_loss, long_clip_loss, primary_component_matching
 
 TESTS = Path(__file__).resolve().parent
 
@@ -45,7 +45,9 @@ def test_long_clip_loss_matches_the_recipe_by_hand():
     ours = long_clip_loss(t(f), t(tl), torch.tensor(s), short_text_embeds=t(ts), pca_components=k, label_smoothing=eps)
     assert ours.item() == pytest.approx(expected, rel=1e-5)
     plain = contrastive_loss(t(f), t(tl), torch.tensor(s))
-    assert plain.item() == pytest.approx(0.5 * (smoothed_ce(s * f @ tl.T, y, 0) + smoothed_ce(s * tl @ f.T, y, 0)), rel=1e-5)
+    assert plain.item() == pytest.approx(
+        0.5 * (smoothed_ce(s * f @ tl.T, y, 0) + smoothed_ce(s * tl @ f.T, y, 0)), rel=1e-5
+    )
 
 
 def test_pca_is_fp32_not_renormalized_and_differentiable():
@@ -87,7 +89,9 @@ def test_forward_returns_long_clip_loss_with_short_captions_and_clip_loss_withou
         plain = model(input_ids=ids, pixel_values=pixels, return_loss=True)
         short_embeds = F.normalize(model.get_text_features(input_ids=short).pooler_output, dim=-1)
     scale = model.logit_scale.exp()
-    expected = long_clip_loss(out.image_embeds, out.text_embeds, scale, short_embeds, pca_components=4, label_smoothing=0.1)
+    expected = long_clip_loss(
+        out.image_embeds, out.text_embeds, scale, short_embeds, pca_components=4, label_smoothing=0.1
+    )
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(plain.loss, contrastive_loss(out.image_embeds, out.text_embeds, scale, 0.0))
     assert out.loss > plain.loss  # the short-caption term is added
@@ -116,11 +120,15 @@ def test_two_processes_equal_one_process_on_the_same_split(tmp_path):
         targets = torch.arange(half) + rank * half
         reduced = primary_component_matching(image[rows], 4)
         reduced_all = torch.cat([primary_component_matching(image[r * half : (r + 1) * half], 4) for r in range(2)])
-        loss = 0.5 * (F.cross_entropy(scale * image[rows] @ text.t(), targets, label_smoothing=0.1)
-                      + F.cross_entropy(scale * text[rows] @ image.t(), targets, label_smoothing=0.1))
-        loss = loss + 0.5 * (F.cross_entropy(scale * reduced @ short_text.t(), targets, label_smoothing=0.1)
-                             + F.cross_entropy(scale * short_text[rows] @ reduced_all.t(), targets, label_smoothing=0.1))
-        losses.append(loss)  # fmt: skip
+        loss = 0.5 * (
+            F.cross_entropy(scale * image[rows] @ text.t(), targets, label_smoothing=0.1)
+            + F.cross_entropy(scale * text[rows] @ image.t(), targets, label_smoothing=0.1)
+        )
+        loss = loss + 0.5 * (
+            F.cross_entropy(scale * reduced @ short_text.t(), targets, label_smoothing=0.1)
+            + F.cross_entropy(scale * short_text[rows] @ reduced_all.t(), targets, label_smoothing=0.1)
+        )
+        losses.append(loss)
     torch.testing.assert_close(distributed["losses"], torch.stack(losses).detach(), rtol=1e-5, atol=1e-6)
     torch.stack(losses).mean().backward()
     assert distributed["grads"].keys() == {n for n, p in model.named_parameters() if p.grad is not None}

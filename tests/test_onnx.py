@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from family_folders import FAMILIES, convert_families, reference_model
+
 from modeling_longclip import onnx_export
 from modeling_longclip.export.onnx import ExportError, export_onnx
 
@@ -24,7 +24,10 @@ def folders(tmp_path_factory):
 
 def graph_io(path):
     graph = onnx.load(str(path)).graph
-    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in [*graph.input, *graph.output]}
+    dims = {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in [*graph.input, *graph.output]
+    }
     return [i.name for i in graph.input], [o.name for o in graph.output], dims
 
 
@@ -32,11 +35,18 @@ def graph_io(path):
 def test_export_matches_pytorch_on_new_shapes(folders, family, capsys):
     assert onnx_export.main([str(folders / family)]) == 0
     assert "wrote" in capsys.readouterr().out
-    text_path, vision_path = folders / family / "onnx" / "text_model.onnx", folders / family / "onnx" / "vision_model.onnx"
+    text_path, vision_path = (
+        folders / family / "onnx" / "text_model.onnx",
+        folders / family / "onnx" / "vision_model.onnx",
+    )
     text_inputs, text_outputs, dims = graph_io(text_path)
     dual = family in ("llm2clip", "proclip")
     assert text_inputs == ["input_ids", "attention_mask", *(["pooling_mask"] if dual else [])]
-    assert text_outputs == ["text_features"] and dims["input_ids"] == ["batch", "sequence"] and dims["text_features"][0] == "batch"
+    assert (
+        text_outputs == ["text_features"]
+        and dims["input_ids"] == ["batch", "sequence"]
+        and dims["text_features"][0] == "batch"
+    )
     assert graph_io(vision_path)[:2] == (["pixel_values"], ["image_features"])
 
     model = reference_model(folders, family)  # for the stock CLIP folder: the Long-CLIP folder it was written beside
@@ -54,7 +64,9 @@ def test_export_matches_pytorch_on_new_shapes(folders, family, capsys):
     session = onnxruntime.InferenceSession(str(vision_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = model.get_image_features(pixel_values=pixels).pooler_output.numpy()
-    np.testing.assert_allclose(session.run(None, {"pixel_values": pixels.numpy()})[0], expected, atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        session.run(None, {"pixel_values": pixels.numpy()})[0], expected, atol=TOLERANCE, rtol=0
+    )
 
 
 def test_refusals_leave_nothing_written(folders, tmp_path, monkeypatch, capsys):

@@ -8,12 +8,12 @@ import copy
 
 import pytest
 import torch
+from conftest import tiny_longclip_config
+from llm_fixtures import tiny_llama_config, tiny_llm2clip_config
 from transformers import CLIPConfig, CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
 from transformers.utils import ModelOutput
 
-from conftest import tiny_longclip_config
-from llm_fixtures import tiny_llama_config, tiny_llm2clip_config
 from modeling_longclip import LLM2CLIPModel, LongCLIPModel, ProCLIPConfig, ProCLIPModel
 
 FAMILIES = ("clip", "longclip", "llm2clip", "proclip")
@@ -25,7 +25,9 @@ def build(family: str):
     if family in ("clip", "longclip"):
         config = tiny_longclip_config()
         if family == "clip":
-            return CLIPModel(CLIPConfig(**{k: config.to_dict()[k] for k in ("text_config", "vision_config", "projection_dim")}))
+            return CLIPModel(
+                CLIPConfig(**{k: config.to_dict()[k] for k in ("text_config", "vision_config", "projection_dim")})
+            )
         return LongCLIPModel(config)
     config = tiny_llm2clip_config(tiny_llama_config(LLM_VOCAB))
     if family == "proclip":
@@ -75,7 +77,11 @@ def assert_same(a, b, atol: float = 1e-6):
     if isinstance(b, ModelOutput):
         b = b.to_tuple()
     if isinstance(a, (tuple, list)):
-        assert isinstance(b, (tuple, list)) and len(a) == len(b), (type(b), len(a), len(b) if isinstance(b, tuple) else b)
+        assert isinstance(b, (tuple, list)) and len(a) == len(b), (
+            type(b),
+            len(a),
+            len(b) if isinstance(b, tuple) else b,
+        )
         for x, y in zip(a, b):
             assert_same(x, y, atol)
     elif a is None:
@@ -162,7 +168,9 @@ def test_hidden_states(folders, family):
         assert all(s.shape == (BATCH, patches, model.config.vision_config.hidden_size) for s in states)
     if family in ("llm2clip", "proclip"):  # the text tower output is the LLM's own, run bidirectionally
         with torch.no_grad():
-            llm = model.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+            llm = model.text_model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
+            )
         assert_same(out.text_model_output.hidden_states, llm.hidden_states, atol=0)
         assert_same(out.text_model_output.last_hidden_state, llm.last_hidden_state, atol=0)
 
@@ -220,7 +228,9 @@ def test_eager_and_sdpa_agree(folders, family):
     for key in ("logits_per_image", "text_embeds", "image_embeds"):
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5)
     real = batch["attention_mask"].bool()  # padded positions hold whatever each backend leaves there
-    torch.testing.assert_close(a.text_model_output.last_hidden_state[real], b.text_model_output.last_hidden_state[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        a.text_model_output.last_hidden_state[real], b.text_model_output.last_hidden_state[real], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_longclip_short_caption_loss_as_tuple(folders):
@@ -228,9 +238,15 @@ def test_longclip_short_caption_loss_as_tuple(folders):
     batch = inputs()
     short = inputs(seed=2, length=5)
     with torch.no_grad():
-        as_dict = model(**batch, short_input_ids=short["input_ids"], short_attention_mask=short["attention_mask"], return_loss=True)
+        as_dict = model(
+            **batch, short_input_ids=short["input_ids"], short_attention_mask=short["attention_mask"], return_loss=True
+        )
         as_tuple = model(
-            **batch, short_input_ids=short["input_ids"], short_attention_mask=short["attention_mask"], return_loss=True, return_dict=False
+            **batch,
+            short_input_ids=short["input_ids"],
+            short_attention_mask=short["attention_mask"],
+            return_loss=True,
+            return_dict=False,
         )
         plain = model(**batch, return_loss=True)
     assert_same(as_dict, as_tuple)
@@ -251,4 +267,7 @@ def test_precomputed_text_embeds_have_no_text_tower_output(folders, family):
     torch.testing.assert_close(from_embeds.text_embeds, from_tokens.text_embeds, atol=1e-6, rtol=0)
     torch.testing.assert_close(features.pooler_output, from_tokens.text_model_output.pooler_output, atol=1e-6, rtol=0)
     assert len(as_tuple) == 5 and isinstance(as_tuple[-1], tuple)  # logits x 2, embeds x 2, vision tower output
-    assert model.get_text_features(text_embeds=pooled, return_dict=False)[0].shape == (BATCH, model.config.projection_dim)
+    assert model.get_text_features(text_embeds=pooled, return_dict=False)[0].shape == (
+        BATCH,
+        model.config.projection_dim,
+    )

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from llm_fixtures import tiny_llm_folder
+
 from modeling_longclip import ProCLIPModel
 from modeling_longclip.common.clean_load import load_in_clean_process
 from modeling_longclip.common.errors import CheckpointError
@@ -56,7 +56,11 @@ def test_refusals(tmp_path, llm):
     torch.save(extra, tmp_path / "extra.pt")
     with pytest.raises(CheckpointError, match="unexpected keys .*text.llm.embed_tokens.weight"):
         convert_proclip(tmp_path / "extra.pt", llm, tmp_path / "out")
-    wrong = {**state_dict, "text.text_adaptor.2.weight": torch.zeros(16, 64), "text.text_adaptor.2.bias": torch.zeros(16)}
+    wrong = {
+        **state_dict,
+        "text.text_adaptor.2.weight": torch.zeros(16, 64),
+        "text.text_adaptor.2.bias": torch.zeros(16),
+    }
     torch.save(wrong, tmp_path / "wrong.pt")
     with pytest.raises(CheckpointError, match="maps to 16 dims but the image tower projects to 32"):
         convert_proclip(tmp_path / "wrong.pt", llm, tmp_path / "out")

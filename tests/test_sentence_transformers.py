@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from family_folders import FAMILIES, convert_families, reference_model
 from PIL import Image
 
-from family_folders import FAMILIES, convert_families, reference_model
-
-st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed (CI's test extra has it)")
+st = pytest.importorskip(
+    "sentence_transformers", reason="sentence-transformers is not installed (CI's test extra has it)"
+)
 
 TEXT_LENGTH = {"longclip": 248, "clip": 248, "llm2clip": 512, "proclip": 512}
 HARBOUR = "a wide photograph of a busy harbour at dawn with fishing boats, gulls and a lighthouse on the rocks. " * 5

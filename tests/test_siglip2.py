@@ -5,18 +5,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from llm_fixtures import tiny_llm_folder
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
-from llm_fixtures import tiny_llm_folder
 from modeling_longclip import LLM2CLIPModel
 from modeling_longclip.common.clean_load import load_in_clean_process
+from modeling_longclip.common.errors import CheckpointError, ConversionError
 from modeling_longclip.converters.cli import convert_llm2clip_main
-from modeling_longclip.common.errors import ConversionError
 from modeling_longclip.converters.dual_tower import load_text_tower
 from modeling_longclip.converters.llm2clip import convert_llm2clip
-from modeling_longclip.common.errors import CheckpointError
-from modeling_longclip.converters.reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
+from modeling_longclip.converters.reference_llm import (
+    reference_adapter,
+    reference_bidirectional_llama,
+    reference_mean_pool,
+)
 from modeling_longclip.converters.siglip2 import (
     ADAPTER_PREFIX,
     convert_llm2clip_siglip2,
@@ -71,7 +74,9 @@ def test_converted_folder_matches_the_references(release):
         text = model.get_text_features(**inputs).pooler_output
         image = model.get_image_features(pixel_values=pixels).pooler_output
     torch.testing.assert_close(text, reference_text(weights, llm, inputs), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(image, reference_siglip_image_features(weights, pixels, TINY_SIGLIP.heads), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        image, reference_siglip_image_features(weights, pixels, TINY_SIGLIP.heads), rtol=1e-5, atol=1e-5
+    )
     torch.testing.assert_close(model.logit_scale, weights["logit_scale"])
 
 
@@ -124,7 +129,9 @@ def test_the_decisions_are_visible_to_the_references(release):
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     reference = reference_siglip_image_features(weights, pixels, TINY_SIGLIP.heads)
     for act, close in (("gelu", True), ("gelu_pytorch_tanh", False)):
-        tower = SiglipVisionModel(SiglipVisionConfig(**{**siglip_vision_config(TINY_SIGLIP), "hidden_act": act})).eval()
+        tower = SiglipVisionModel(
+            SiglipVisionConfig(**{**siglip_vision_config(TINY_SIGLIP), "hidden_act": act})
+        ).eval()
         names = tower.state_dict().keys()
         prefix = "" if "embeddings.patch_embedding.weight" in names else "vision_model."
         tower.load_state_dict({prefix + k: v for k, v in timm_to_siglip(weights, TINY_SIGLIP).items()}, strict=False)
@@ -150,13 +157,29 @@ def test_heads_override_and_the_command_line(tmp_path, release, capsys):
     _, llm, _, _ = release
     shape = TINY_SIGLIP.__class__(width=48, layers=1, heads=4, mlp_width=80, patch_size=8, image_size=16)
     torch.save(random_siglip2_release(shape, seed=6), tmp_path / "narrow.pt")
-    assert convert_llm2clip_main(["--clip", str(tmp_path / "narrow.pt"), "--llm", str(llm), "--output", str(tmp_path / "x")]) == 2
+    assert (
+        convert_llm2clip_main(
+            ["--clip", str(tmp_path / "narrow.pt"), "--llm", str(llm), "--output", str(tmp_path / "x")]
+        )
+        == 2
+    )
     assert "cannot tell the head count of a 48-wide SigLIP tower" in capsys.readouterr().err
     parity = convert_llm2clip_siglip2(tmp_path / "narrow.pt", llm, tmp_path / "out", num_heads=4)
     assert parity.image_max_abs_diff <= 1e-5
     assert LLM2CLIPModel.from_pretrained(tmp_path / "out").config.vision_config.num_attention_heads == 4
-    torch.save(random_siglip2_release(seed=2), tmp_path / "so.pt", _use_new_zipfile_serialization=False)  # legacy format
-    argv = ["--clip", str(tmp_path / "so.pt"), "--llm", str(llm), "--output", str(tmp_path / "cli"), "--dtype", "bfloat16"]
+    torch.save(
+        random_siglip2_release(seed=2), tmp_path / "so.pt", _use_new_zipfile_serialization=False
+    )  # legacy format
+    argv = [
+        "--clip",
+        str(tmp_path / "so.pt"),
+        "--llm",
+        str(llm),
+        "--output",
+        str(tmp_path / "cli"),
+        "--dtype",
+        "bfloat16",
+    ]
     assert convert_llm2clip_main(argv) == 0
     assert "text features:  max |diff|" in capsys.readouterr().out
     assert LLM2CLIPModel.from_pretrained(tmp_path / "cli").dtype == torch.bfloat16
@@ -166,12 +189,20 @@ def test_refusals_leave_nothing_behind(tmp_path, release):
     _, llm, weights, _ = release
     out = tmp_path / "out"
     cases = {
-        "truncated": ({k: v for k, v in weights.items() if k != "visual.trunk.blocks.1.mlp.fc2.bias"}, "missing keys .*blocks.1.mlp.fc2.bias"),
-        "projection": ({**weights, "visual.head.proj.weight": torch.zeros(8, 128)}, "unexpected keys .*visual.head.proj.weight"),
-        "adapter": ({**weights, f"{ADAPTER_PREFIX}5.weight": torch.zeros(96, 64), f"{ADAPTER_PREFIX}5.bias": torch.zeros(96)},
-                    "adapter maps to 96 dims but the tower's pooled output"),
+        "truncated": (
+            {k: v for k, v in weights.items() if k != "visual.trunk.blocks.1.mlp.fc2.bias"},
+            "missing keys .*blocks.1.mlp.fc2.bias",
+        ),
+        "projection": (
+            {**weights, "visual.head.proj.weight": torch.zeros(8, 128)},
+            "unexpected keys .*visual.head.proj.weight",
+        ),
+        "adapter": (
+            {**weights, f"{ADAPTER_PREFIX}5.weight": torch.zeros(96, 64), f"{ADAPTER_PREFIX}5.bias": torch.zeros(96)},
+            "adapter maps to 96 dims but the tower's pooled output",
+        ),
         "pos_embed": ({**weights, "visual.trunk.pos_embed": torch.zeros(1, 17, 128)}, "not a square grid"),
-    }  # fmt: skip
+    }
     for name, (state_dict, message) in cases.items():
         torch.save(state_dict, tmp_path / f"{name}.pt")
         with pytest.raises(CheckpointError, match=message):

@@ -70,7 +70,14 @@ def _tiny_clip():
     torch.manual_seed(0)
     config = CLIPConfig(
         text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1, image_size=32, patch_size=16),
+        vision_config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            image_size=32,
+            patch_size=16,
+        ),
         projection_dim=16,
     )
     return CLIPModel(config).eval()
@@ -88,7 +95,9 @@ def test_from_clip_copies_everything_else_and_keeps_short_text_features(tmp_path
             assert torch.equal(source[key], stretched[key]), key
     ids = torch.tensor([[49406, 320, 1125, 539, 320, 2368, 49407]])
     with torch.no_grad():
-        torch.testing.assert_close(long.get_text_features(input_ids=ids).pooler_output, clip.get_text_features(input_ids=ids).pooler_output)
+        torch.testing.assert_close(
+            long.get_text_features(input_ids=ids).pooler_output, clip.get_text_features(input_ids=ids).pooler_output
+        )
     clip.save_pretrained(tmp_path / "clip")
     from_folder = LongCLIPModel.from_clip(tmp_path / "clip", keep=10, ratio=2)
     assert from_folder.config.text_config.max_position_embeddings == 10 + 67 * 2

@@ -8,8 +8,7 @@ import torch
 from conftest import tiny_image_processor
 from openclip_reference import _import_open_clip_modules, open_clip_tokenize
 
-from modeling_longclip import LongCLIPProcessor, LongTextTruncationWarning
-from modeling_longclip import tokenization_longclip
+from modeling_longclip import LongCLIPProcessor, LongTextTruncationWarning, tokenization_longclip
 from modeling_longclip.tokenization_longclip import LongCLIPTokenizer, TextCleaningWarning, clean_caption
 
 HARD_CAPTIONS = [
@@ -49,7 +48,10 @@ def test_ids_equal_the_original_tokenizer_on_hard_captions(clip_tokenizer, proce
         ids = processor(text=HARD_CAPTIONS)["input_ids"]
     assert torch.equal(ids, reference)
     # transformers' CLIPTokenizer on the raw text (what the processor gave before cleaning): the set is hard
-    raw = [ids if len(ids) <= 248 else [*ids[:247], 49407] for ids in clip_tokenizer(HARD_CAPTIONS, verbose=False)["input_ids"]]
+    raw = [
+        ids if len(ids) <= 248 else [*ids[:247], 49407]
+        for ids in clip_tokenizer(HARD_CAPTIONS, verbose=False)["input_ids"]
+    ]
     uncleaned = torch.tensor([ids + [0] * (248 - len(ids)) for ids in raw])
     assert (uncleaned != reference).any(dim=1).sum() >= len(HARD_CAPTIONS) // 3
 
@@ -89,15 +91,21 @@ def test_encode_text_sees_the_cleaned_text(tiny_longclip):
     length = int((ids != 0).sum())
     with torch.no_grad():
         expected = model.get_text_features(input_ids=ids[:, :length]).pooler_output
-    torch.testing.assert_close(model.encode_text([raw], processor=processor), torch.nn.functional.normalize(expected, dim=-1))
-    torch.testing.assert_close(model.encode_text([raw], processor=processor), model.encode_text([clean], processor=processor))
+    torch.testing.assert_close(
+        model.encode_text([raw], processor=processor), torch.nn.functional.normalize(expected, dim=-1)
+    )
+    torch.testing.assert_close(
+        model.encode_text([raw], processor=processor), model.encode_text([clean], processor=processor)
+    )
 
 
 def test_without_ftfy_html_and_whitespace_are_still_cleaned_and_it_is_said_once(monkeypatch):
     monkeypatch.setattr(tokenization_longclip, "ftfy", None)
     monkeypatch.setattr(tokenization_longclip, "_ftfy_missing_said", False)
     with pytest.warns(TextCleaningWarning, match="ftfy is not installed"):
-        assert clean_caption("Tom &amp;amp; Jerry\u2003 \x1c X") == "tom & jerry \x1c x"  # the original's \s keeps \x1c
+        assert (
+            clean_caption("Tom &amp;amp; Jerry\u2003 \x1c X") == "tom & jerry \x1c x"
+        )  # the original's \s keeps \x1c
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert clean_caption("ﬁve") == "ﬁve"  # ftfy's work is not imitated: said once, above

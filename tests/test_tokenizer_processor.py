@@ -126,7 +126,9 @@ def test_window_mode_splits_and_pools_by_token_count(tiny_longclip):
     assert embeds.shape == (2, 32)
     torch.testing.assert_close(embeds.norm(dim=-1), torch.ones(2))
     with torch.no_grad():
-        windows = model.get_text_features(input_ids=batch["input_ids"][:3], attention_mask=batch["attention_mask"][:3]).pooler_output
+        windows = model.get_text_features(
+            input_ids=batch["input_ids"][:3], attention_mask=batch["attention_mask"][:3]
+        ).pooler_output
     windows = torch.nn.functional.normalize(windows, dim=-1)
     expected = torch.nn.functional.normalize((windows * torch.tensor([[246.0], [246.0], [8.0]])).sum(0), dim=-1)
     torch.testing.assert_close(embeds[0], expected, rtol=1e-5, atol=1e-5)
@@ -146,15 +148,20 @@ def test_grouped_kwargs_as_sentence_transformers_passes_them(tiny_longclip):
     _, processor = tiny_longclip
     image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     grouped = dict(
-        text_kwargs={"padding": True, "truncation": "longest_first"}, images_kwargs={}, audio_kwargs={"padding": True},
-        videos_kwargs={}, common_kwargs={"return_tensors": "pt"},
-    )  # fmt: skip
+        text_kwargs={"padding": True, "truncation": "longest_first"},
+        images_kwargs={},
+        audio_kwargs={"padding": True},
+        videos_kwargs={},
+        common_kwargs={"return_tensors": "pt"},
+    )
     both = processor(text=["a cat", "a photo of a cat"], images=[image], **grouped)
     assert both["input_ids"].shape == (2, 7) and both["pixel_values"].shape == (1, 3, 32, 32)
     images_only = processor(images=[image], **grouped)  # a TypeError from the image processor before
     assert torch.equal(images_only["pixel_values"], both["pixel_values"])
     assert set(images_only) == {"pixel_values"}
-    text_only = processor(text=["a cat"], text_kwargs={"padding": "max_length", "max_length": 16}, common_kwargs={"return_tensors": "np"})
+    text_only = processor(
+        text=["a cat"], text_kwargs={"padding": "max_length", "max_length": 16}, common_kwargs={"return_tensors": "np"}
+    )
     assert text_only["input_ids"].shape == (1, 16) and isinstance(text_only["input_ids"], np.ndarray)
     sized = processor(images=[image], images_kwargs={"size": 40, "crop_size": 40})
     assert sized["pixel_values"].shape == (1, 3, 40, 40)
@@ -191,6 +198,8 @@ def test_zero_shot_pipeline_truncates_and_cleans_long_labels(tiny_longclip_folde
     with pytest.warns(UserWarning, match="1 of 3 texts"):
         cleaned = classifier(image, candidate_labels=["a cat", "tom & jerry", long_label])
     by_label = {s["label"]: s["score"] for s in scores}
-    assert by_label["Tom &amp; Jerry"] == pytest.approx({s["label"]: s["score"] for s in cleaned}["tom & jerry"], abs=1e-6)
+    assert by_label["Tom &amp; Jerry"] == pytest.approx(
+        {s["label"]: s["score"] for s in cleaned}["tom & jerry"], abs=1e-6
+    )
     batch = classifier.tokenizer(["This is a photo of " + long_label + "."], return_tensors="pt", truncation=False)
     assert batch["input_ids"].shape[1] > 248  # an explicit choice is left as asked

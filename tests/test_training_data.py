@@ -22,7 +22,6 @@ import skimage.data
 import torch
 from PIL import Image
 
-from modeling_longclip.training.collator import SKIP_REASONS, ImageCaptionCollator
 from modeling_longclip.common.caption_data import (
     SHAREGPT4V_TEST_RECORDS,
     DataError,
@@ -33,6 +32,7 @@ from modeling_longclip.common.caption_data import (
     load_webdataset,
     short_caption_of,
 )
+from modeling_longclip.training.collator import SKIP_REASONS, ImageCaptionCollator
 
 PHOTO_SIZE = 48
 
@@ -61,7 +61,16 @@ DETAILS = [
 ]
 
 # Number of detail sentences per photo: 6-7 make captions of ~100-120 CLIP tokens (past CLIP's 77, within 248).
-N_DETAILS = {"astronaut": 7, "chelsea": 1, "coffee": 2, "rocket": 6, "camera": 0, "hubble_deep_field": 3, "page": 1, "retina": 4}
+N_DETAILS = {
+    "astronaut": 7,
+    "chelsea": 1,
+    "coffee": 2,
+    "rocket": 6,
+    "camera": 0,
+    "hubble_deep_field": 3,
+    "page": 1,
+    "retina": 4,
+}
 
 
 def caption_for(name: str, n_details: int | None = None) -> str:
@@ -72,7 +81,7 @@ def caption_for(name: str, n_details: int | None = None) -> str:
     return ". ".join(sentences) + "."
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def photo(name: str) -> Image.Image:
     """A real photo from skimage.data as a 48x48 RGB image (grayscale ones converted)."""
     array = getattr(skimage.data, name)()
@@ -187,12 +196,19 @@ def test_load_caption_file_custom_columns(tmp_path, suffix):
     # An empty cell is "" in JSON and missing (None) in CSV / TSV; the collator treats both as "derive it".
     assert shorts[2] in ("", None)
     assert [s for i, s in enumerate(shorts) if i != 2] == [r["brief"] for i, r in enumerate(records) if i != 2]
-    assert dataset[1] == {"image": "sub dir/chelsea.jpg", "caption": caption_for("chelsea"), "short_caption": "chelsea, briefly"}
+    assert dataset[1] == {
+        "image": "sub dir/chelsea.jpg",
+        "caption": caption_for("chelsea"),
+        "short_caption": "chelsea, briefly",
+    }
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv"])
 def test_load_caption_file_default_columns_drop_the_rest(tmp_path, suffix):
-    records = [{"id": i, "image": f"{name}.jpg", "caption": caption_for(name), "score": 0.5} for i, name in enumerate(SUBJECTS)]
+    records = [
+        {"id": i, "image": f"{name}.jpg", "caption": caption_for(name), "score": 0.5}
+        for i, name in enumerate(SUBJECTS)
+    ]
     dataset = load_caption_file(write_caption_file(tmp_path / f"c{suffix}", records))
     assert dataset.column_names == ["image", "caption"]
     assert dataset["image"] == [f"{name}.jpg" for name in SUBJECTS]
@@ -205,7 +221,11 @@ def test_load_caption_file_default_columns_drop_the_rest(tmp_path, suffix):
     [
         (dict(image_column="picture", caption_column="text"), "picture", "--image_column"),
         (dict(image_column="file", caption_column="caption"), "caption", "--caption_column"),
-        (dict(image_column="file", caption_column="text", short_caption_column="short"), "short", "--short_caption_column"),
+        (
+            dict(image_column="file", caption_column="text", short_caption_column="short"),
+            "short",
+            "--short_caption_column",
+        ),
     ],
 )
 def test_load_caption_file_missing_column_names_it_and_lists_columns(tmp_path, suffix, kwargs, missing, flag):
@@ -231,14 +251,20 @@ def test_load_caption_file_missing_file(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("broken.jsonl", b'{"image": "a.jpg", "caption": "ok"}\n\n{"image": "b.jpg", "caption": "x"}\n{not json at all\n[[[',
-         ":4: not valid JSON lines (Expecting property name enclosed in double quotes at column 2)."),
+        (
+            "broken.jsonl",
+            b'{"image": "a.jpg", "caption": "ok"}\n\n{"image": "b.jpg", "caption": "x"}\n{not json at all\n[[[',
+            ":4: not valid JSON lines (Expecting property name enclosed in double quotes at column 2).",
+        ),
         ("broken.json", b'[{"image": "a.jpg",\n  "caption": "cut off', ":2: not valid JSON (Unterminated string"),
-        ("pretty.json", b'[\n  {"image": "a.jpg", "caption": "ok"},\n  {"image": "b.jpg" "caption": "x"}\n]',
-         ":3: not valid JSON (Expecting ',' delimiter at column 21)."),
+        (
+            "pretty.json",
+            b'[\n  {"image": "a.jpg", "caption": "ok"},\n  {"image": "b.jpg" "caption": "x"}\n]',
+            ":3: not valid JSON (Expecting ',' delimiter at column 21).",
+        ),
         ("broken.csv", b'image,caption\n"a.jpg,never closed\n\x00\xff,,,,\n', ": cannot be read as CSV"),
     ],
-)  # fmt: skip
+)
 def test_load_caption_file_unparseable_file_names_it_and_the_line(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
@@ -249,7 +275,11 @@ def test_load_caption_file_unparseable_file_names_it_and_the_line(tmp_path, name
 
 
 def test_load_caption_file_tsv_keeps_quotes_verbatim(tmp_path):
-    captions = ['"Hello" says the sign. It hangs on a door.', '"Open 24 hours. A neon sign', 'A "plain" caption. Nothing odd']
+    captions = [
+        '"Hello" says the sign. It hangs on a door.',
+        '"Open 24 hours. A neon sign',
+        'A "plain" caption. Nothing odd',
+    ]
     lines = ["image\tcaption", *(f"{i}.jpg\t{c}" for i, c in enumerate(captions))]
     path = tmp_path / "quotes.tsv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -270,7 +300,10 @@ def sharegpt_record(index: int) -> dict:
         "image": f"sam/images_{index // 500}/sa_{index:06d}.jpg",
         "conversations": [
             {"from": "human", "value": "<image>\nWhat is in the photo? Describe it in detail."},
-            {"from": "gpt", "value": f"Record {index}: {caption_for(name, 2)}\nSecond line of {index}.\n\nAfter a blank line"},
+            {
+                "from": "gpt",
+                "value": f"Record {index}: {caption_for(name, 2)}\nSecond line of {index}.\n\nAfter a blank line",
+            },
         ],
     }
 
@@ -484,7 +517,10 @@ def test_load_webdataset_streams_every_sample_of_every_shard(shards):
 
 
 def test_load_webdataset_json_captions(tmp_path):
-    samples = [(f"k{i:03d}", {"png": encode(photo(n), "PNG"), "json": json.dumps({"caption": caption_for(n)}).encode()}) for i, n in enumerate(["page", "retina"])]
+    samples = [
+        (f"k{i:03d}", {"png": encode(photo(n), "PNG"), "json": json.dumps({"caption": caption_for(n)}).encode()})
+        for i, n in enumerate(["page", "retina"])
+    ]
     write_shard(tmp_path / "only.tar", samples)
     rows = list(load_webdataset(str(tmp_path / "only.tar")))
     assert [row["caption"] for row in rows] == [caption_for("page"), caption_for("retina")]
@@ -509,7 +545,10 @@ def test_load_webdataset_missing_shard_is_named(shards):
         ("A cat sits on a red mat. It is asleep. The mat is worn.", "A cat sits on a red mat"),
         ("A single sentence without any period", "A single sentence without any period"),
         ("One sentence that ends with a period.", "One sentence that ends with a period."),
-        ("Tools, e.g. hammers and saws, lie on a bench. More text.", "Tools, e.g"),  # the original recipe: split(". ")[0]
+        (
+            "Tools, e.g. hammers and saws, lie on a bench. More text.",
+            "Tools, e.g",
+        ),  # the original recipe: split(". ")[0]
         ("e.g. foo", "e.g"),
         ("Version 2.0 of the app.Next to it a logo", "Version 2.0 of the app.Next to it a logo"),
         ("A dog.  Two spaces follow. Then more", "A dog"),
@@ -564,8 +603,12 @@ def test_collator_skips_and_counts_broken_rows(tiny_longclip, clip_tokenizer, im
 
     short_lengths = [len(token_ids(clip_tokenizer, s)) for s in kept_shorts]
     assert batch["short_input_ids"].shape == (4, max(short_lengths))
-    assert unpadded(batch, "short_input_ids", "short_attention_mask") == [token_ids(clip_tokenizer, s) for s in kept_shorts]
-    decoded_short = clip_tokenizer.decode(batch["short_input_ids"][0][batch["short_attention_mask"][0].bool()], skip_special_tokens=True)
+    assert unpadded(batch, "short_input_ids", "short_attention_mask") == [
+        token_ids(clip_tokenizer, s) for s in kept_shorts
+    ]
+    decoded_short = clip_tokenizer.decode(
+        batch["short_input_ids"][0][batch["short_attention_mask"][0].bool()], skip_special_tokens=True
+    )
     assert decoded_short.strip() == SUBJECTS["astronaut"].lower()
     assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "short_input_ids", "short_attention_mask"}
 
@@ -620,7 +663,9 @@ def test_collator_random_mode_picks_long_or_short_per_sample(tiny_longclip, clip
                 assert ids in (long, short)
                 chosen.append("long" if ids == long else "short")
             # Padding follows the longest caption actually chosen.
-            assert batch["input_ids"].shape[1] == max(len(ids) for ids in unpadded(batch, "input_ids", "attention_mask"))
+            assert batch["input_ids"].shape[1] == max(
+                len(ids) for ids in unpadded(batch, "input_ids", "attention_mask")
+            )
             result.append(chosen)
         return result
 
@@ -679,7 +724,9 @@ def test_collator_all_broken_batch_reuses_last_good_row(tiny_longclip, clip_toke
     assert refilled["pixel_values"].shape[0] == 1
     assert torch.equal(refilled["pixel_values"][0], first["pixel_values"][0])
     assert unpadded(refilled, "input_ids", "attention_mask") == [token_ids(clip_tokenizer, caption_for("chelsea"))]
-    assert unpadded(refilled, "short_input_ids", "short_attention_mask") == [token_ids(clip_tokenizer, SUBJECTS["chelsea"])]
+    assert unpadded(refilled, "short_input_ids", "short_attention_mask") == [
+        token_ids(clip_tokenizer, SUBJECTS["chelsea"])
+    ]
 
     again = collator(broken[:1])  # still the same row after a refill
     assert collator.skips.totals() == [2, 2, 1]  # running totals
@@ -693,7 +740,11 @@ def test_collator_all_broken_batch_reuses_last_good_row(tiny_longclip, clip_toke
 def test_collator_all_broken_first_batch_raises(tiny_longclip, image_dir):
     _, processor = tiny_longclip
     collator = ImageCaptionCollator(processor, image_root=image_dir)
-    rows = [{"image": "gone.jpg", "caption": "A caption. More."}, {"image": "corrupt.jpg", "caption": "x"}, {"image": "x", "caption": " "}]
+    rows = [
+        {"image": "gone.jpg", "caption": "A caption. More."},
+        {"image": "corrupt.jpg", "caption": "x"},
+        {"image": "x", "caption": " "},
+    ]
     with pytest.raises(ValueError, match="first batch is unusable"):
         collator(rows)
     # A later good batch still works.
@@ -706,12 +757,16 @@ def test_data_without_a_loadable_image_is_refused_in_one_line(tiny_longclip, ima
 
     _, processor = tiny_longclip
     collator = ImageCaptionCollator(processor, image_root=image_dir)
-    rows = [{"image": f"gone{i}.jpg", "caption": "A caption."} for i in range(3)] + [{"image": "corrupt.jpg", "caption": "x"}]
+    rows = [{"image": f"gone{i}.jpg", "caption": "A caption."} for i in range(3)] + [
+        {"image": "corrupt.jpg", "caption": "x"}
+    ]
     with pytest.raises(DataError) as error:
         collator.set_fallback(rows, source="train.jsonl")
     message = str(error.value)
     assert message.startswith("train.jsonl: none of the first 4 rows has a loadable image and a caption (")
-    assert f"row 0: missing image {image_dir / 'gone0.jpg'}; row 1: missing image" in message and "... 1 more" in message
+    assert (
+        f"row 0: missing image {image_dir / 'gone0.jpg'}; row 1: missing image" in message and "... 1 more" in message
+    )
     assert f"check --image_root ({image_dir})" in message and "\n" not in message
     with pytest.raises(DataError, match=f"row 0: corrupt image {image_dir / 'corrupt.jpg'}; row 1: empty caption"):
         collator.set_fallback([rows[3], {"image": "x.jpg", "caption": " "}], source="s")
@@ -741,14 +796,21 @@ def test_collator_on_imagefolder_and_webdataset_rows(tiny_longclip, clip_tokeniz
     folder_rows = list(load_imagefolder(imagefolder, caption_column="text", short_caption_column="short"))[:3]
     batch = collator(folder_rows)
     assert collator.skips.totals() == [0, 0, 0] and batch["pixel_values"].shape[0] == 3
-    assert unpadded(batch, "short_input_ids", "short_attention_mask") == [token_ids(clip_tokenizer, r["short_caption"]) for r in folder_rows]
-    assert torch.allclose(batch["pixel_values"], pixels(processor, [decoded(Path(r["image"]["path"])) for r in folder_rows]))
+    assert unpadded(batch, "short_input_ids", "short_attention_mask") == [
+        token_ids(clip_tokenizer, r["short_caption"]) for r in folder_rows
+    ]
+    assert torch.allclose(
+        batch["pixel_values"], pixels(processor, [decoded(Path(r["image"]["path"])) for r in folder_rows])
+    )
 
     folder, expected = shards
     wds_rows = list(load_webdataset(str(folder / "shard-{00000..00001}.tar")))
     batch = collator(wds_rows)
     assert batch["pixel_values"].shape[0] == 6
-    assert torch.allclose(batch["pixel_values"], pixels(processor, [Image.open(io.BytesIO(image)).convert("RGB") for _, image, _ in expected]))
+    assert torch.allclose(
+        batch["pixel_values"],
+        pixels(processor, [Image.open(io.BytesIO(image)).convert("RGB") for _, image, _ in expected]),
+    )
     assert unpadded(batch, "input_ids", "attention_mask") == [token_ids(clip_tokenizer, c) for _, _, c in expected]
 
 
@@ -837,6 +899,7 @@ def test_cached_training_looks_up_the_exact_caption(tmp_path):
     ]
     cache = RecordingCache()
     from conftest import tiny_image_processor
+
     from modeling_longclip import LongCLIPProcessor
     from modeling_longclip.converters.clip_preprocessing import build_clip_tokenizer
 
@@ -845,4 +908,9 @@ def test_cached_training_looks_up_the_exact_caption(tmp_path):
     for epoch in range(6):  # the random pick visits both captions of each row
         collator.epoch = epoch
         collator(rows)
-    assert set(cache.asked) == {"  Leading space. Then more\n", "Leading space", "Given short. Long part", " own short "}
+    assert set(cache.asked) == {
+        "  Leading space. Then more\n",
+        "Leading space",
+        "Given short. Long part",
+        " own short ",
+    }

@@ -12,20 +12,34 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from llm_fixtures import (
+    tiny_image_processor,
+    tiny_llama3_tokenizer,
+    tiny_llama_config,
+    tiny_llm2clip_config,
+    tiny_llm_folder,
+)
 
-from llm_fixtures import tiny_image_processor, tiny_llama3_tokenizer, tiny_llama_config, tiny_llm2clip_config, tiny_llm_folder
 from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor
 from modeling_longclip.common.clean_load import load_in_clean_process
 from modeling_longclip.converters.llm2clip import convert_llm2clip
 from modeling_longclip.converters.longclip import convert_longclip
 from modeling_longclip.converters.proclip import convert_proclip
-from modeling_longclip.converters.synthetic import random_openai_clip_state_dict, random_proclip_state_dict, write_eva02_release
+from modeling_longclip.converters.synthetic import (
+    random_openai_clip_state_dict,
+    random_proclip_state_dict,
+    write_eva02_release,
+)
 from modeling_longclip.converters.synthetic_zoo import random_siglip2_release
 
 FOLDERS = ("longclip", "proclip", "llm2clip", "eva02", "siglip2")
 OTHER_PYTHONS = os.environ.get("LONGCLIP_OTHER_TRANSFORMERS", "").split()
 # plain, past 77 tokens, and text the original tokenizer cleans first (entities, curly quotes, ligature, full-width)
-TEXTS = ["a cat on a sofa", "  a long description of a harbour at dawn, " * 14, "Caf&eacute; \u201cﬁne\u201d &amp;amp; ＦＵＬＬ"]
+TEXTS = [
+    "a cat on a sofa",
+    "  a long description of a harbour at dawn, " * 14,
+    "Caf&eacute; \u201cﬁne\u201d &amp;amp; ＦＵＬＬ",
+]
 
 pytestmark = pytest.mark.skipif(
     not OTHER_PYTHONS, reason="LONGCLIP_OTHER_TRANSFORMERS names no interpreter (scripts/test.sh sets it)"
@@ -66,7 +80,9 @@ def here(folders):
 @pytest.mark.parametrize("python", OTHER_PYTHONS)
 @pytest.mark.parametrize("name", FOLDERS)
 def test_same_features_on_another_transformers(folders, here, name, python, monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # each transformers line lays out its remote-code cache its own way
+    monkeypatch.setenv(
+        "HF_HOME", str(tmp_path / "hf")
+    )  # each transformers line lays out its remote-code cache its own way
     clip_folder = folders / "clip" if name == "longclip" else None
     there = load_in_clean_process(folders / name, TEXTS, clip_folder=clip_folder, python=python)
     expected = here[name]
@@ -81,6 +97,8 @@ def test_same_features_on_another_transformers(folders, here, name, python, monk
     for ours, theirs in zip(expected["zero_shot_scores"], there["zero_shot_scores"]):
         assert abs(ours["score"] - theirs["score"]) < 1e-5
     if clip_folder is not None:  # the stock CLIPModel folder reads the same weights there too
-        torch.testing.assert_close(torch.tensor(there["plain_clip_text_features"]), torch.tensor(there["text_features"]))
+        torch.testing.assert_close(
+            torch.tensor(there["plain_clip_text_features"]), torch.tensor(there["text_features"])
+        )
         text = F.normalize(torch.tensor(there["plain_clip_text_features"]), dim=-1)
         torch.testing.assert_close(text, torch.tensor(there["encode_text"]), rtol=0, atol=2e-6)

@@ -7,11 +7,15 @@ import json
 
 import pytest
 import torch
-
 from llm_fixtures import tiny_llm_folder
+
 from modeling_longclip.common.errors import ConversionError
 from modeling_longclip.converters.synthetic import random_openai_clip_state_dict, random_proclip_state_dict
-from modeling_longclip.converters.synthetic_zoo import random_siglip2_release, write_llm2clip_clip_part, write_lora_adapter
+from modeling_longclip.converters.synthetic_zoo import (
+    random_siglip2_release,
+    write_llm2clip_clip_part,
+    write_lora_adapter,
+)
 from modeling_longclip.converters.zoo import MANIFEST, format_table, load_manifest, main, run_zoo
 
 HAS_EVA = importlib.util.find_spec("modeling_longclip.converters.eva02") is not None
@@ -25,8 +29,17 @@ def eva_rope_tables(grid: int, pt_seq_len: int = 16) -> tuple[torch.Tensor, torc
     return table.reshape(grid * grid, 64).cos(), table.reshape(grid * grid, 64).sin()
 
 
-def random_eva_clip_state_dict(adapter_blocks: int, expansion: int, output_dim: int, llm_width: int = 64, seed: int = 0,
-                               width: int = 128, layers: int = 2, patch: int = 8, image: int = 32) -> dict:  # fmt: skip
+def random_eva_clip_state_dict(
+    adapter_blocks: int,
+    expansion: int,
+    output_dim: int,
+    llm_width: int = 64,
+    seed: int = 0,
+    width: int = 128,
+    layers: int = 2,
+    patch: int = 8,
+    image: int = 32,
+) -> dict:
     """eva_clip's CustomCLIP layout (REFERENCE 2.4): EVA02 tower under `visual.` (head dim 64, SwiGLU with ffn_ln,
     inner_attn_ln, q/v biases only, rope buffers at the top and under every block), `text.text_adaptor.*`, logit_scale."""
     g = torch.Generator().manual_seed(seed)
@@ -42,15 +55,32 @@ def random_eva_clip_state_dict(adapter_blocks: int, expansion: int, output_dim: 
         return {f"{name}.weight": rand(out, inp), **({f"{name}.bias": rand(out)} if bias else {})}
 
     cos, sin = eva_rope_tables(grid)
-    sd = {"cls_token": rand(1, 1, width), "pos_embed": rand(1, grid * grid + 1, width), **linear("patch_embed.proj", width, 3)}
+    sd = {
+        "cls_token": rand(1, 1, width),
+        "pos_embed": rand(1, grid * grid + 1, width),
+        **linear("patch_embed.proj", width, 3),
+    }
     sd["patch_embed.proj.weight"] = rand(width, 3, patch, patch)
     sd.update({"rope.freqs_cos": cos, "rope.freqs_sin": sin, **norm("norm"), **linear("head", output_dim, width)})
     for i in range(layers):
         b = f"blocks.{i}."
-        sd.update({**norm(b + "norm1"), **norm(b + "norm2"), **norm(b + "attn.inner_attn_ln"), **norm(b + "mlp.ffn_ln", hidden)})
+        sd.update(
+            {
+                **norm(b + "norm1"),
+                **norm(b + "norm2"),
+                **norm(b + "attn.inner_attn_ln"),
+                **norm(b + "mlp.ffn_ln", hidden),
+            }
+        )
         sd.update({**linear(b + "attn.q_proj", width, width), **linear(b + "attn.k_proj", width, width, bias=False)})
         sd.update({**linear(b + "attn.v_proj", width, width), **linear(b + "attn.proj", width, width)})
-        sd.update({**linear(b + "mlp.w1", hidden, width), **linear(b + "mlp.w2", hidden, width), **linear(b + "mlp.w3", width, hidden)})
+        sd.update(
+            {
+                **linear(b + "mlp.w1", hidden, width),
+                **linear(b + "mlp.w2", hidden, width),
+                **linear(b + "mlp.w3", width, hidden),
+            }
+        )
         sd.update({f"{b}attn.rope.freqs_cos": cos, f"{b}attn.rope.freqs_sin": sin})
     adapter = random_proclip_state_dict(llm_width=llm_width, blocks=adapter_blocks, expansion=expansion, seed=seed)
     adapter = {k: v for k, v in adapter.items() if k.startswith("text.")}
@@ -84,7 +114,10 @@ def write_synthetic_zoo(root, manifest: dict) -> dict[str, str]:
             if entry["family"] == "llm2clip":
                 path, payload = repo / "LLM2CLIP-EVA02.pt", {k: v.half() for k, v in state_dict.items()}
             else:
-                path, payload = repo / entry["files"][0], {"epoch": 4, "name": "eva", "state_dict": state_dict, "optimizer": {}}
+                path, payload = (
+                    repo / entry["files"][0],
+                    {"epoch": 4, "name": "eva", "state_dict": state_dict, "optimizer": {}},
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(payload, path)
         elif entry["family"] == "llm2clip":
@@ -116,14 +149,23 @@ def test_manifest_lists_the_released_zoo():
     assert "BeichenZhang/LongCLIP-L-336px:longclip-L@336px.pt" in names
     repos = {e["repo"] for e in manifest["checkpoints"]}
     assert {r for r in repos if r.startswith("microsoft/")} == {
-        "microsoft/LLM2CLIP-Openai-B-16", "microsoft/LLM2CLIP-Openai-L-14-224", "microsoft/LLM2CLIP-Openai-L-14-336",
-        "microsoft/LLM2CLIP-EVA02-B-16", "microsoft/LLM2CLIP-EVA02-L-14-336", "microsoft/LLM2CLIP-Llama3.2-1B-EVA02-L-14-336",
+        "microsoft/LLM2CLIP-Openai-B-16",
+        "microsoft/LLM2CLIP-Openai-L-14-224",
+        "microsoft/LLM2CLIP-Openai-L-14-336",
+        "microsoft/LLM2CLIP-EVA02-B-16",
+        "microsoft/LLM2CLIP-EVA02-L-14-336",
+        "microsoft/LLM2CLIP-Llama3.2-1B-EVA02-L-14-336",
         "microsoft/LLM2CLIP-Llama3.1-8B-siglip2-so400m-patch14-224",
-    }  # fmt: skip
+    }
     proclip = {f for e in manifest["checkpoints"] if e["repo"] == "VisionXLab/ProCLIP" for f in e.get("files") or []}
     assert len(proclip) == 11 and "proclip/3m/ProCLIP_pp_L14.pt" in proclip
     siglip = next(e for e in manifest["checkpoints"] if e.get("tower") == "siglip2")["expected"]
-    assert (siglip["vision_width"], siglip["vision_layers"], siglip["vision_heads"], siglip["vision_mlp"]) == (1152, 27, 16, 4304)
+    assert (siglip["vision_width"], siglip["vision_layers"], siglip["vision_heads"], siglip["vision_mlp"]) == (
+        1152,
+        27,
+        16,
+        4304,
+    )
     assert siglip["vision_mlp"] == int(1152 * 3.7362) and siglip["vision_width"] // siglip["vision_heads"] == 72
     assert all(v is None for e in manifest["checkpoints"] for v in (e["sha256"] or {}).values())  # none known
 
@@ -147,7 +189,11 @@ def test_whole_manifest_offline(zoo):
         assert by_name[name].detail
     report = json.loads((root / "out" / "zoo_report.json").read_text())
     assert [r["name"] for r in report] == [r.name for r in rows]
-    summary = "0 verified, 24 converted, 0 refused, 0 missing" if HAS_EVA else "0 verified, 20 converted, 4 refused, 0 missing"
+    summary = (
+        "0 verified, 24 converted, 0 refused, 0 missing"
+        if HAS_EVA
+        else "0 verified, 20 converted, 4 refused, 0 missing"
+    )
     assert format_table(rows).splitlines()[-1] == summary
 
 
@@ -155,7 +201,9 @@ def test_whole_manifest_offline(zoo):
 def test_eva_entries_convert_with_the_eva_branch(zoo):
     _, manifest, _, rows = zoo
     eva = [r for r in rows if r.tower == "eva02"]
-    assert len(eva) == 4 and all(r.status == "converted" and r.image_diff <= 1e-4 for r in eva), [(r.name, r.detail) for r in eva]
+    assert len(eva) == 4 and all(r.status == "converted" and r.image_diff <= 1e-4 for r in eva), [
+        (r.name, r.detail) for r in eva
+    ]
 
 
 def test_shapes_and_checksums_are_checked(zoo, tmp_path):
@@ -163,7 +211,14 @@ def test_shapes_and_checksums_are_checked(zoo, tmp_path):
     manifest = copy.deepcopy(manifest)
     entry = next(e for e in manifest["checkpoints"] if e["name"] == "longclip-b16")
     digest = hashlib.sha256(written["longclip-b16"].read_bytes()).hexdigest()
-    entry["expected"] = {"vision_width": 64, "vision_layers": 2, "patch_size": 8, "image_size": 32, "embed_dim": 32, "text_positions": 248}
+    entry["expected"] = {
+        "vision_width": 64,
+        "vision_layers": 2,
+        "patch_size": 8,
+        "image_size": 32,
+        "embed_dim": 32,
+        "text_positions": 248,
+    }
     entry["sha256"] = {entry["files"][0]: digest}
     [row] = run_zoo(root / "downloads", tmp_path / "a", only=["longclip-b16"], manifest=manifest, online=False)
     assert row.status == "verified", row.detail
@@ -178,7 +233,10 @@ def test_shapes_and_checksums_are_checked(zoo, tmp_path):
 
 def test_missing_offline_and_downloads_online(tmp_path, monkeypatch, capsys):
     only = ["longclip-b32", "proclip-3m-b16", "llm2clip-llama3.1-8b-siglip2-so400m-14-224"]
-    assert main(["--downloads", str(tmp_path / "none"), "--output", str(tmp_path / "out"), "--offline", "--only", *only]) == 0
+    assert (
+        main(["--downloads", str(tmp_path / "none"), "--output", str(tmp_path / "out"), "--offline", "--only", *only])
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("missing") >= 3 and "BeichenZhang/LongCLIP-B-32/longclip-B-32.pt is not under" in out
     assert "0 verified, 0 converted, 0 refused, 3 missing" in out
@@ -197,7 +255,9 @@ def test_missing_offline_and_downloads_online(tmp_path, monkeypatch, capsys):
         return str(local_dir / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    rows = run_zoo(tmp_path / "dl", tmp_path / "o2", only=["longclip-b32", "longclip-l14"], allow_any_shape=True, online=True)
+    rows = run_zoo(
+        tmp_path / "dl", tmp_path / "o2", only=["longclip-b32", "longclip-l14"], allow_any_shape=True, online=True
+    )
     assert calls == [("BeichenZhang/LongCLIP-L", "longclip-L.pt"), ("BeichenZhang/LongCLIP-B-32", "longclip-B-32.pt")]
     assert [(r.name, r.status) for r in rows] == [("longclip-l14", "missing"), ("longclip-b32", "converted")]
     assert "downloading it failed (OSError: connection refused)" in rows[0].detail
@@ -212,8 +272,10 @@ def test_missing_offline_and_downloads_online(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
     [row] = run_zoo(tmp_path / "dl", tmp_path / "o3", only=["llm2clip-openai-b16"], allow_any_shape=True, online=True)
     assert row.status == "converted", row.detail
-    assert snapshots == [("microsoft/LLM2CLIP-Openai-B-16", ("*.json", "*.safetensors")),
-                         ("microsoft/LLM2CLIP-Llama-3-8B-Instruct-CC-Finetuned", ("*.json", "*.safetensors", "tokenizer*", "*.model"))]  # fmt: skip
+    assert snapshots == [
+        ("microsoft/LLM2CLIP-Openai-B-16", ("*.json", "*.safetensors")),
+        ("microsoft/LLM2CLIP-Llama-3-8B-Instruct-CC-Finetuned", ("*.json", "*.safetensors", "tokenizer*", "*.model")),
+    ]
 
 
 def test_siglip2_entry_needs_its_lora(zoo, tmp_path):

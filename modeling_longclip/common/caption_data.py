@@ -138,7 +138,11 @@ def load_sharegpt4v(path: str | Path, split: str = "train"):
         raise DataError(f"{path}:{_json_position(error, 'not valid JSON')}") from None
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of ShareGPT4V records, got {type(records).__name__}.")
-    chosen = range(SHAREGPT4V_TEST_RECORDS, len(records)) if split == "train" else range(min(SHAREGPT4V_TEST_RECORDS, len(records)))
+    chosen = (
+        range(SHAREGPT4V_TEST_RECORDS, len(records))
+        if split == "train"
+        else range(min(SHAREGPT4V_TEST_RECORDS, len(records)))
+    )
     rows = {"image": [], "caption": []}
     for index in chosen:
         record = records[index]
@@ -153,7 +157,9 @@ def load_imagefolder(data_dir: str | Path, caption_column="caption", short_capti
     """`imagefolder` with a metadata.jsonl (`file_name` + caption columns); images stay undecoded."""
     data_dir = Path(data_dir)
     if not (data_dir / "metadata.jsonl").is_file() and not (data_dir / "metadata.csv").is_file():
-        raise DataError(f"{data_dir}: an imagefolder needs metadata.jsonl (or metadata.csv) with file_name and captions.")
+        raise DataError(
+            f"{data_dir}: an imagefolder needs metadata.jsonl (or metadata.csv) with file_name and captions."
+        )
     dataset = datasets.load_dataset("imagefolder", data_dir=str(data_dir), split="train")
     dataset = dataset.cast_column("image", datasets.Image(decode=False))
     dataset = _rename(dataset, caption_column, "caption", str(data_dir))
@@ -173,7 +179,9 @@ def load_webdataset(shards: str, caption_key: str = "txt", image_keys=("jpg", "j
     features = dict(stream.features or {})
     image_key = next((k for k in image_keys if k in features), None)
     if image_key is None:
-        raise DataError(f"{files[0]}: no image entry ({', '.join(image_keys)}) in the samples; keys: {sorted(features)}")
+        raise DataError(
+            f"{files[0]}: no image entry ({', '.join(image_keys)}) in the samples; keys: {sorted(features)}"
+        )
     if caption_key not in features and "json" not in features:
         raise DataError(f"{files[0]}: no `.{caption_key}` caption entry in the samples; keys: {sorted(features)}")
     stream = stream.cast_column(image_key, datasets.Image(decode=False))

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-_SCRIPT = r'''
+_SCRIPT = r"""
 import json, sys
 
 class BlockPackage:  # the folder must carry everything it needs
@@ -62,7 +62,7 @@ if request.get("clip_folder"):
 result["transformers_version"] = __import__("transformers").__version__
 result["leaked_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "modeling_longclip")
 json.dump(result, open(sys.argv[2], "w"))
-'''
+"""
 
 
 def _existing_folder(folder: str | Path) -> Path:
@@ -91,15 +91,25 @@ def load_in_clean_process(
     clip_folder = _existing_folder(clip_folder) if clip_folder else None
     with tempfile.TemporaryDirectory() as work:
         request = Path(work) / "request.json"
-        request.write_text(json.dumps({
-            "folder": str(folder), "texts": texts, "labels": list(labels),
-            "clip_folder": str(clip_folder) if clip_folder else None,
-        }))  # fmt: skip
+        request.write_text(
+            json.dumps(
+                {
+                    "folder": str(folder),
+                    "texts": texts,
+                    "labels": list(labels),
+                    "clip_folder": str(clip_folder) if clip_folder else None,
+                }
+            )
+        )
         (Path(work) / "load.py").write_text(_SCRIPT)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.setdefault("HF_HUB_OFFLINE", "1")
         run = subprocess.run(
-            [str(python or sys.executable), "load.py", str(request), "result.json"], cwd=work, env=env, capture_output=True, text=True
+            [str(python or sys.executable), "load.py", str(request), "result.json"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if run.returncode != 0:
             raise RuntimeError(f"loading {folder} in a clean process failed:\n{run.stderr[-4000:]}")

@@ -95,7 +95,9 @@ class _DashedHelpFormatter(argparse.HelpFormatter):
         shown = [
             option
             for option in action.option_strings
-            if not ("_" in option[2:] and option.startswith("--") and option.replace("_", "-") in action.option_strings)
+            if not (
+                "_" in option[2:] and option.startswith("--") and option.replace("_", "-") in action.option_strings
+            )
         ]
         if shown == action.option_strings or not shown:
             return super()._format_action_invocation(action)

@@ -78,7 +78,9 @@ def _check_weights(folder: Path, problems: list[str]) -> None:
         if other
         else ""
     )
-    problems.append(f"no weights: model.safetensors (or model.safetensors.index.json with its shards) is missing{hint}")
+    problems.append(
+        f"no weights: model.safetensors (or model.safetensors.index.json with its shards) is missing{hint}"
+    )
 
 
 def _check_tokenizer(folder: Path, problems: list[str]) -> None:

@@ -40,8 +40,11 @@ class _AliasLoader(importlib.abc.Loader):
         sys.modules[module.__name__] = importlib.import_module(self.target)
 
     def get_code(self, fullname):  # `python -m old.name`: run the moved module as __main__
-        return compile(f"import runpy\nrunpy.run_module({self.target!r}, run_name='__main__', alter_sys=True)\n",
-                       f"<{fullname} -> {self.target}>", "exec")  # fmt: skip
+        return compile(
+            f"import runpy\nrunpy.run_module({self.target!r}, run_name='__main__', alter_sys=True)\n",
+            f"<{fullname} -> {self.target}>",
+            "exec",
+        )
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder):

@@ -49,7 +49,9 @@ def load_model_folder(model_dir: str | Path, device: str | None = None, dual_enc
         raise ModelFolderError(f"{model_dir}: cannot load the model or its processor ({detail}).") from None
     if "device_map" not in kwargs and "quantization_config" not in kwargs:
         model = model.to(device)
-    if dual_encoder and not all(callable(getattr(model, name, None)) for name in ("get_text_features", "get_image_features")):
+    if dual_encoder and not all(
+        callable(getattr(model, name, None)) for name in ("get_text_features", "get_image_features")
+    ):
         raise ModelFolderError(
             f"{model_dir}: {type(model).__name__} is not a dual encoder (no get_text_features / get_image_features)."
         )

@@ -21,23 +21,41 @@ def convert_longclip_main(argv=None) -> int:
     )
     parser.add_argument("--checkpoint", required=True, help="longclip-B.pt, longclip-L.pt, ... (a raw state dict)")
     parser.add_argument("--output", required=True, help="folder to write (created atomically)")
-    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="longclip",
-                        help="longclip: remote-code LongCLIPModel (default); clip: a stock CLIPModel folder")
+    parser.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        default="longclip",
+        help="longclip: remote-code LongCLIPModel (default); clip: a stock CLIPModel folder",
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights")
-    parser.add_argument("--tokenizer", default=None,
-                        help="an existing HF CLIP tokenizer folder (default: build it from open_clip's BPE file)")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="an existing HF CLIP tokenizer folder (default: build it from open_clip's BPE file)",
+    )
     parser.add_argument("--keep", type=int, default=20, help="position rows kept when stretching a 77-token CLIP")
     parser.add_argument("--ratio", type=int, default=4, help="stretch ratio for a 77-token CLIP (248 = 20 + 57 * 4)")
-    parser.add_argument("--exact-fp16", action=argparse.BooleanOptionalAction, default=True,
-                        help="stretch a 77-token CLIP in fp16 with the authors' operation order (their load_from_clip; "
-                        "bit-exact with their tables; default); --no-exact-fp16: the same formulas in fp32")
+    parser.add_argument(
+        "--exact-fp16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stretch a 77-token CLIP in fp16 with the authors' operation order (their load_from_clip; "
+        "bit-exact with their tables; default); --no-exact-fp16: the same formulas in fp32",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
 
     report = convert_longclip(
-        args.checkpoint, args.output, output_format=args.format, dtype=args.dtype, tokenizer=args.tokenizer,
-        keep=args.keep, ratio=args.ratio, overwrite=args.overwrite, exact_fp16=args.exact_fp16,
-    )  # fmt: skip
+        args.checkpoint,
+        args.output,
+        output_format=args.format,
+        dtype=args.dtype,
+        tokenizer=args.tokenizer,
+        keep=args.keep,
+        ratio=args.ratio,
+        overwrite=args.overwrite,
+        exact_fp16=args.exact_fp16,
+    )
     for line in report.lines():
         print(line)
     print(f"wrote {args.output}")
@@ -51,14 +69,18 @@ def _dual_tower_main(prog: str, description: str, source_flag: str, source_help:
     parser.add_argument("--llm", required=True, help=llm_help)
     parser.add_argument("--output", required=True, help="folder to write (created atomically)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights")
-    parser.add_argument("--external-llm", action="store_true",
-                        help="keep the LLM weights out of the folder; the config records where they live")
+    parser.add_argument(
+        "--external-llm",
+        action="store_true",
+        help="keep the LLM weights out of the folder; the config records where they live",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
 
     source = getattr(args, source_flag.lstrip("-"))
-    parity = convert(source, args.llm, args.output, dtype=args.dtype, external_llm=args.external_llm,
-                     overwrite=args.overwrite)  # fmt: skip
+    parity = convert(
+        source, args.llm, args.output, dtype=args.dtype, external_llm=args.external_llm, overwrite=args.overwrite
+    )
     for line in parity.lines():
         print(line)
     print(f"wrote {args.output}")
@@ -70,10 +92,14 @@ def convert_llm2clip_main(argv=None) -> int:
     from .llm2clip import convert_llm2clip
 
     return _dual_tower_main(
-        "longclip-convert-llm2clip", "Merge the released LLM2CLIP CLIP part and its LLM text model into one self-contained folder.",
-        "--clip", "folder, Hub id or eva_clip .pt file of the CLIP part (vision tower + adapter)",
-        "folder or Hub id of the text model (plain Llama keys + tokenizer)", convert_llm2clip, argv,
-    )  # fmt: skip
+        "longclip-convert-llm2clip",
+        "Merge the released LLM2CLIP CLIP part and its LLM text model into one self-contained folder.",
+        "--clip",
+        "folder, Hub id or eva_clip .pt file of the CLIP part (vision tower + adapter)",
+        "folder or Hub id of the text model (plain Llama keys + tokenizer)",
+        convert_llm2clip,
+        argv,
+    )
 
 
 @command(kept=INTERRUPTED)
@@ -81,7 +107,11 @@ def convert_proclip_main(argv=None) -> int:
     from .proclip import convert_proclip
 
     return _dual_tower_main(
-        "longclip-convert-proclip", "Convert a ProCLIP .pt (visual.* + text.text_adaptor.*) plus its LLM into one self-contained folder.",
-        "--checkpoint", "e.g. proclip/3m/L14.pt (a raw state dict)",
-        "folder or Hub id of the LLM embedder it was trained with", convert_proclip, argv,
-    )  # fmt: skip
+        "longclip-convert-proclip",
+        "Convert a ProCLIP .pt (visual.* + text.text_adaptor.*) plus its LLM into one self-contained folder.",
+        "--checkpoint",
+        "e.g. proclip/3m/L14.pt (a raw state dict)",
+        "folder or Hub id of the LLM embedder it was trained with",
+        convert_proclip,
+        argv,
+    )

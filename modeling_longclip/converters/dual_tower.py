@@ -44,7 +44,11 @@ def resolve_source(source: str | Path, what: str) -> Path:
     from huggingface_hub.errors import HFValidationError
 
     try:
-        return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.bin", "*.pt"]))
+        return Path(
+            snapshot_download(
+                str(source), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.bin", "*.pt"]
+            )
+        )
     except HFValidationError:
         raise ConversionError(f"{what} {source}: no such folder, and not a valid Hub repo id.") from None
     except Exception as error:  # noqa: BLE001 - offline, unreachable, gated, missing: all one message
@@ -72,7 +76,9 @@ def adapter_shape(state_dict: dict, prefix: str) -> tuple[int, int, int, int]:
     blocks = count_layers({k: v for k, v in state_dict.items() if k.endswith(".fn.0.weight")}, prefix)
     final = state_dict.get(f"{prefix}{blocks + 1}.weight")
     if f"{prefix}{blocks}.weight" not in state_dict or final is None:
-        raise CheckpointError(f"adapter under `{prefix}` lacks its final LayerNorm ({blocks}) and Linear ({blocks + 1}).")
+        raise CheckpointError(
+            f"adapter under `{prefix}` lacks its final LayerNorm ({blocks}) and Linear ({blocks + 1})."
+        )
     width = state_dict[f"{prefix}{blocks}.weight"].shape[0]
     expansion = state_dict[f"{prefix}0.fn.0.weight"].shape[0] // width if blocks else 1
     return blocks, expansion, width, final.shape[0]
@@ -81,15 +87,24 @@ def adapter_shape(state_dict: dict, prefix: str) -> tuple[int, int, int, int]:
 def expected_adapter_shapes(prefix: str, blocks: int, expansion: int, width: int, output_dim: int) -> dict:
     shapes = {}
     for i in range(blocks):
-        shapes.update({
-            f"{prefix}{i}.ln.weight": (width,), f"{prefix}{i}.ln.bias": (width,),
-            f"{prefix}{i}.fn.0.weight": (width * expansion, width), f"{prefix}{i}.fn.0.bias": (width * expansion,),
-            f"{prefix}{i}.fn.3.weight": (width, width * expansion), f"{prefix}{i}.fn.3.bias": (width,),
-        })  # fmt: skip
-    shapes.update({
-        f"{prefix}{blocks}.weight": (width,), f"{prefix}{blocks}.bias": (width,),
-        f"{prefix}{blocks + 1}.weight": (output_dim, width), f"{prefix}{blocks + 1}.bias": (output_dim,),
-    })  # fmt: skip
+        shapes.update(
+            {
+                f"{prefix}{i}.ln.weight": (width,),
+                f"{prefix}{i}.ln.bias": (width,),
+                f"{prefix}{i}.fn.0.weight": (width * expansion, width),
+                f"{prefix}{i}.fn.0.bias": (width * expansion,),
+                f"{prefix}{i}.fn.3.weight": (width, width * expansion),
+                f"{prefix}{i}.fn.3.bias": (width,),
+            }
+        )
+    shapes.update(
+        {
+            f"{prefix}{blocks}.weight": (width,),
+            f"{prefix}{blocks}.bias": (width,),
+            f"{prefix}{blocks + 1}.weight": (output_dim, width),
+            f"{prefix}{blocks + 1}.bias": (output_dim,),
+        }
+    )
     return shapes
 
 
@@ -124,11 +139,18 @@ def make_processor(
     vocab = tokenizer.get_vocab()
     lengths = dict(max_length=max_length, doc_max_length=doc_max_length)
     if all(token in vocab for token in LLAMA3_SPECIAL_TOKENS):
-        return LLM2CLIPProcessor(image_processor, tokenizer, text_template=LLAMA3_TEXT_TEMPLATE, pooling_scope="caption", **lengths)
+        return LLM2CLIPProcessor(
+            image_processor, tokenizer, text_template=LLAMA3_TEXT_TEMPLATE, pooling_scope="caption", **lengths
+        )
     return LLM2CLIPProcessor(
-        image_processor, tokenizer, text_template="{caption}", pooling_scope="all", padding_side="right",
-        instruction_separator=None, **lengths,
-    )  # fmt: skip
+        image_processor,
+        tokenizer,
+        text_template="{caption}",
+        pooling_scope="all",
+        padding_side="right",
+        instruction_separator=None,
+        **lengths,
+    )
 
 
 @dataclass
@@ -156,14 +178,18 @@ def verify_dual_tower(
     """Text: reference Llama (bidirectional, fp32) + mean pooling + reference adapter; image: the reference tower
     (OpenAI-format `visual.*` weights for the OpenAI ViT, or a function of the pixels)."""
     if model.config.text_config.model_type not in ("llama", "mistral", "qwen2"):
-        raise ConversionError(f"the independent reference covers Llama-style text models, not {model.config.text_config.model_type}.")
+        raise ConversionError(
+            f"the independent reference covers Llama-style text models, not {model.config.text_config.model_type}."
+        )
     text_inputs = processor(text=list(VERIFICATION_CAPTIONS))
     size = model.config.vision_config.image_size
     pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         text = pooled_features(model.get_text_features(**text_inputs)).float()
         image = pooled_features(model.get_image_features(pixel_values=pixels)).float()
-    hidden = reference_bidirectional_llama(tower.state_dict, tower.config, text_inputs["input_ids"], text_inputs["attention_mask"])
+    hidden = reference_bidirectional_llama(
+        tower.state_dict, tower.config, text_inputs["input_ids"], text_inputs["attention_mask"]
+    )
     pooled = reference_mean_pool(hidden, text_inputs["pooling_mask"]) if model.config.pooling == "mean" else None
     if pooled is None:
         raise ConversionError("the independent reference implements mean pooling only.")
@@ -173,9 +199,14 @@ def verify_dual_tower(
     else:
         ref_image = reference_image_features(image_reference, pixels)
     parity = DualTowerParity((text - ref_text).abs().max().item(), (image - ref_image).abs().max().item())
-    for name, ref, diff in (("text", ref_text, parity.text_max_abs_diff), ("image", ref_image, parity.image_max_abs_diff)):
+    for name, ref, diff in (
+        ("text", ref_text, parity.text_max_abs_diff),
+        ("image", ref_image, parity.image_max_abs_diff),
+    ):
         if not diff <= 1e-4 * max(1.0, ref.abs().max().item()):
-            raise ConversionError(f"converted model disagrees with the reference {name} path: max |diff| = {diff:.3e}.")
+            raise ConversionError(
+                f"converted model disagrees with the reference {name} path: max |diff| = {diff:.3e}."
+            )
     return parity
 
 

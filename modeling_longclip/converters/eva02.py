@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..common.errors import CheckpointError
 from ..configuration_eva02 import EVA02VisionConfig
 from ..modeling_eva02 import eva02_rotary_tables, stacked_rows
-from ..common.errors import CheckpointError
 from .state_dicts import count_layers, patch_grid, require_tensor
 
 EVA02_PREFIX = "visual."
@@ -44,10 +44,16 @@ class EVA02Shape:
     def config(self) -> dict:
         """EVA02VisionConfig fields (eva_clip's EVA02 configs: pt_hw_seq_len 16, intp_freq on, eps 1e-6)."""
         return dict(
-            hidden_size=self.width, intermediate_size=self.mlp_width, num_hidden_layers=self.layers,
-            num_attention_heads=self.heads, patch_size=self.patch_size, image_size=self.image_size,
-            layer_norm_eps=LAYER_NORM_EPS, rope_pretrained_grid=16, rope_interpolate=True,
-        )  # fmt: skip
+            hidden_size=self.width,
+            intermediate_size=self.mlp_width,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            patch_size=self.patch_size,
+            image_size=self.image_size,
+            layer_norm_eps=LAYER_NORM_EPS,
+            rope_pretrained_grid=16,
+            rope_interpolate=True,
+        )
 
     def describe(self) -> str:
         return (
@@ -61,7 +67,9 @@ def infer_eva02_shape(state_dict: dict, prefix: str = EVA02_PREFIX) -> EVA02Shap
     conv = require_tensor(state_dict, f"{prefix}patch_embed.proj.weight", 4)
     width, patch = conv.shape[0], conv.shape[-1]
     grid = patch_grid(require_tensor(state_dict, f"{prefix}pos_embed", 3).shape[1], f"{prefix}pos_embed")
-    layers = count_layers({k: v for k, v in state_dict.items() if k.startswith(f"{prefix}blocks.")}, f"{prefix}blocks.")
+    layers = count_layers(
+        {k: v for k, v in state_dict.items() if k.startswith(f"{prefix}blocks.")}, f"{prefix}blocks."
+    )
     if layers == 0:
         raise CheckpointError(f"no `{prefix}blocks.*` in the checkpoint.")
     if width % 64:
@@ -76,24 +84,39 @@ def expected_eva02_shapes(shape: EVA02Shape, prefix: str = EVA02_PREFIX) -> dict
     """Every weight key of the original tower (rotary buffers excluded: they are optional)."""
     w, m, g = shape.width, shape.mlp_width, shape.image_size // shape.patch_size
     shapes = {
-        f"{prefix}cls_token": (1, 1, w), f"{prefix}pos_embed": (1, g * g + 1, w),
+        f"{prefix}cls_token": (1, 1, w),
+        f"{prefix}pos_embed": (1, g * g + 1, w),
         f"{prefix}patch_embed.proj.weight": (w, 3, shape.patch_size, shape.patch_size),
         f"{prefix}patch_embed.proj.bias": (w,),
-        f"{prefix}norm.weight": (w,), f"{prefix}norm.bias": (w,),
-        f"{prefix}head.weight": (shape.output_dim, w), f"{prefix}head.bias": (shape.output_dim,),
-    }  # fmt: skip
-    q_bias, v_bias = ("attn.q_bias", "attn.v_bias") if shape.separate_biases else ("attn.q_proj.bias", "attn.v_proj.bias")
+        f"{prefix}norm.weight": (w,),
+        f"{prefix}norm.bias": (w,),
+        f"{prefix}head.weight": (shape.output_dim, w),
+        f"{prefix}head.bias": (shape.output_dim,),
+    }
+    q_bias, v_bias = (
+        ("attn.q_bias", "attn.v_bias") if shape.separate_biases else ("attn.q_proj.bias", "attn.v_proj.bias")
+    )
     for i in range(shape.layers):
         p = f"{prefix}blocks.{i}."
         for norm, size in (("norm1", w), ("norm2", w), ("attn.inner_attn_ln", w), ("mlp.ffn_ln", m)):
             shapes[f"{p}{norm}.weight"] = shapes[f"{p}{norm}.bias"] = (size,)
-        shapes.update({
-            f"{p}attn.q_proj.weight": (w, w), f"{p}attn.k_proj.weight": (w, w), f"{p}attn.v_proj.weight": (w, w),
-            f"{p}{q_bias}": (w,), f"{p}{v_bias}": (w,),
-            f"{p}attn.proj.weight": (w, w), f"{p}attn.proj.bias": (w,),
-            f"{p}mlp.w1.weight": (m, w), f"{p}mlp.w1.bias": (m,), f"{p}mlp.w2.weight": (m, w), f"{p}mlp.w2.bias": (m,),
-            f"{p}mlp.w3.weight": (w, m), f"{p}mlp.w3.bias": (w,),
-        })  # fmt: skip
+        shapes.update(
+            {
+                f"{p}attn.q_proj.weight": (w, w),
+                f"{p}attn.k_proj.weight": (w, w),
+                f"{p}attn.v_proj.weight": (w, w),
+                f"{p}{q_bias}": (w,),
+                f"{p}{v_bias}": (w,),
+                f"{p}attn.proj.weight": (w, w),
+                f"{p}attn.proj.bias": (w,),
+                f"{p}mlp.w1.weight": (m, w),
+                f"{p}mlp.w1.bias": (m,),
+                f"{p}mlp.w2.weight": (m, w),
+                f"{p}mlp.w2.bias": (m,),
+                f"{p}mlp.w3.weight": (w, m),
+                f"{p}mlp.w3.bias": (w,),
+            }
+        )
     return shapes
 
 
@@ -119,7 +142,9 @@ def eva02_to_hf(state_dict: dict, shape: EVA02Shape, prefix: str = EVA02_PREFIX)
     """Original `visual.*` -> `vision_model.*` (EVA02VisionModel) + `visual_projection.{weight,bias}` (the head);
     q / k / v weights stacked into `qkv`, w1 / w2 into `w12` (plus its zero rows)."""
     sd = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    q_bias, v_bias = ("attn.q_bias", "attn.v_bias") if shape.separate_biases else ("attn.q_proj.bias", "attn.v_proj.bias")
+    q_bias, v_bias = (
+        ("attn.q_bias", "attn.v_bias") if shape.separate_biases else ("attn.q_proj.bias", "attn.v_proj.bias")
+    )
     mapped = {
         "vision_model.embeddings.class_embedding": sd["cls_token"].reshape(-1),
         "vision_model.embeddings.position_embedding.weight": sd["pos_embed"][0],
@@ -130,8 +155,14 @@ def eva02_to_hf(state_dict: dict, shape: EVA02Shape, prefix: str = EVA02_PREFIX)
         "visual_projection.weight": sd["head.weight"],
         "visual_projection.bias": sd["head.bias"],
     }
-    renames = (("norm1", "layer_norm1"), ("norm2", "layer_norm2"), ("attn.inner_attn_ln", "self_attn.inner_attn_ln"),
-               ("attn.proj", "self_attn.out_proj"), ("mlp.ffn_ln", "mlp.ffn_ln"), ("mlp.w3", "mlp.w3"))  # fmt: skip
+    renames = (
+        ("norm1", "layer_norm1"),
+        ("norm2", "layer_norm2"),
+        ("attn.inner_attn_ln", "self_attn.inner_attn_ln"),
+        ("attn.proj", "self_attn.out_proj"),
+        ("mlp.ffn_ln", "mlp.ffn_ln"),
+        ("mlp.w3", "mlp.w3"),
+    )
     for i in range(shape.layers):
         s, t = f"blocks.{i}.", f"vision_model.encoder.layers.{i}."
         mapped[f"{t}self_attn.qkv.weight"] = torch.cat([sd[f"{s}attn.{n}_proj.weight"] for n in "qkv"])
@@ -150,11 +181,18 @@ def eva02_to_hf(state_dict: dict, shape: EVA02Shape, prefix: str = EVA02_PREFIX)
 # The HF EvaCLIP port's names (BAAI's configuration_evaclip.py / modeling_evaclip.py, which LLM2CLIP's HF EVA02 repos
 # name) for the same tensors, per block and outside the blocks.
 HF_EVACLIP_BLOCK_KEYS = (
-    ("layer_norm1", "norm1"), ("layer_norm2", "norm2"), ("self_attn.q_proj", "attn.q_proj"),
-    ("self_attn.k_proj", "attn.k_proj"), ("self_attn.v_proj", "attn.v_proj"),
-    ("self_attn.inner_attn_ln", "attn.inner_attn_ln"), ("self_attn.out_proj", "attn.proj"),
-    ("mlp.fc1", "mlp.w1"), ("mlp.fc2", "mlp.w2"), ("mlp.ffn_ln", "mlp.ffn_ln"), ("mlp.fc3", "mlp.w3"),
-)  # fmt: skip
+    ("layer_norm1", "norm1"),
+    ("layer_norm2", "norm2"),
+    ("self_attn.q_proj", "attn.q_proj"),
+    ("self_attn.k_proj", "attn.k_proj"),
+    ("self_attn.v_proj", "attn.v_proj"),
+    ("self_attn.inner_attn_ln", "attn.inner_attn_ln"),
+    ("self_attn.out_proj", "attn.proj"),
+    ("mlp.fc1", "mlp.w1"),
+    ("mlp.fc2", "mlp.w2"),
+    ("mlp.ffn_ln", "mlp.ffn_ln"),
+    ("mlp.fc3", "mlp.w3"),
+)
 HF_EVACLIP_KEYS = (
     ("vision_model.embeddings.patch_embedding.", "visual.patch_embed.proj."),
     ("vision_model.post_layernorm.", "visual.norm."),
@@ -177,7 +215,9 @@ def hf_eva02_to_original(weights: dict, source: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{source}: HF EVA02 weights without `visual_projection.weight` (the EVA head).")
     out = {}
     for key, value in weights.items():
-        if key.endswith("position_ids") or (key.startswith("vision_model.encoder.layers.") and key.endswith("k_proj.bias")):
+        if key.endswith("position_ids") or (
+            key.startswith("vision_model.encoder.layers.") and key.endswith("k_proj.bias")
+        ):
             continue
         new = key
         if key == "vision_model.embeddings.class_embedding":
@@ -188,14 +228,16 @@ def hf_eva02_to_original(weights: dict, source: str) -> dict[str, torch.Tensor]:
             index, rest = key[len("vision_model.encoder.layers.") :].split(".", 1)
             for hf, original in HF_EVACLIP_BLOCK_KEYS:
                 if rest.startswith(hf + "."):
-                    new = f"visual.blocks.{index}.{original}{rest[len(hf):]}"
+                    new = f"visual.blocks.{index}.{original}{rest[len(hf) :]}"
         else:
             for hf, original in HF_EVACLIP_KEYS:
                 if key.startswith(hf):
                     new = original + key[len(hf) :]
         out[new] = value
     if "visual.head.bias" not in out:
-        out["visual.head.bias"] = torch.zeros(out["visual.head.weight"].shape[0], dtype=out["visual.head.weight"].dtype)
+        out["visual.head.bias"] = torch.zeros(
+            out["visual.head.weight"].shape[0], dtype=out["visual.head.weight"].dtype
+        )
     return out
 
 
@@ -206,7 +248,9 @@ def hf_eva02_to_original(weights: dict, source: str) -> dict[str, torch.Tensor]:
 def _rotary_angles(grid: int, half: int, pretrained_grid: int = 16, theta: float = 10000.0) -> torch.Tensor:
     """(g*g, half) angles per patch: first half / 2 frequencies by row, last half / 2 by column (one per pair)."""
     frequencies = theta ** (-torch.arange(half // 2, dtype=torch.float64) * 2 / half)
-    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
     scale = pretrained_grid / grid
     by_row = (rows.reshape(-1, 1) * scale) * frequencies
     by_col = (cols.reshape(-1, 1) * scale) * frequencies
@@ -221,12 +265,16 @@ def _rotate_patch_tokens(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_eva02_image_features(state_dict: dict, pixel_values: torch.Tensor, prefix: str = EVA02_PREFIX) -> torch.Tensor:
+def reference_eva02_image_features(
+    state_dict: dict, pixel_values: torch.Tensor, prefix: str = EVA02_PREFIX
+) -> torch.Tensor:
     """eva_clip EVAVisionTransformer + head: patchify, class token, positions, blocks, norm, class token, head."""
     sd = {k[len(prefix) :]: v.float() for k, v in state_dict.items() if k.startswith(prefix) and not is_rope_buffer(k)}
     shape = infer_eva02_shape({prefix + k: v for k, v in sd.items()}, prefix)
     heads, head_dim = shape.heads, shape.width // shape.heads
-    x = F.conv2d(pixel_values.float(), sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=shape.patch_size)
+    x = F.conv2d(
+        pixel_values.float(), sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=shape.patch_size
+    )
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([sd["cls_token"].expand(x.shape[0], -1, -1), x], dim=1) + sd["pos_embed"]
     angles = _rotary_angles(shape.image_size // shape.patch_size, head_dim // 2)  # one angle per pair of a head

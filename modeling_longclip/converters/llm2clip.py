@@ -116,12 +116,24 @@ def convert_llm2clip(
     raw, clip_folder = load_clip_part(clip)
     tower = detect_vision_tower(raw)
     if tower == "siglip2":  # a SigLIP2 trunk in a file is_siglip2_source did not recognise as the release
-        raise ConversionError(f"--clip {clip}: a siglip2 image tower, but not in the layout of LLM2CLIP's SigLIP2 release.")
+        raise ConversionError(
+            f"--clip {clip}: a siglip2 image tower, but not in the layout of LLM2CLIP's SigLIP2 release."
+        )
     if tower == "eva02" and "visual.pos_embed" not in raw:
         raw = hf_eva02_to_original(raw, str(clip))
     if any(k.startswith("visual.") for k in raw):  # an eva_clip CustomCLIP file (EVA02 releases, retrained baselines)
-        return convert_release(raw, str(clip), llm, output, LLM2CLIPConfig, LLM2CLIPModel, "llm2clip",
-                               dtype=dtype, external_llm=external_llm, overwrite=overwrite)  # fmt: skip
+        return convert_release(
+            raw,
+            str(clip),
+            llm,
+            output,
+            LLM2CLIPConfig,
+            LLM2CLIPModel,
+            "llm2clip",
+            dtype=dtype,
+            external_llm=external_llm,
+            overwrite=overwrite,
+        )
     clip_folder = clip_folder or Path(clip)
     weights = {k: v.float() for k, v in raw.items() if not k.endswith("position_ids")}
     for key in ("vision_model.embeddings.patch_embedding.weight", "visual_projection.weight", "logit_scale"):
@@ -130,15 +142,23 @@ def convert_llm2clip(
     blocks, expansion, llm_width, projection_dim = adapter_shape(weights, "text_adapter.adaptor.")
     tower = load_text_tower(llm)
     if tower.config.hidden_size != llm_width:
-        raise CheckpointError(f"the adapter expects {llm_width}-d text embeddings but {llm} has hidden size {tower.config.hidden_size}.")
+        raise CheckpointError(
+            f"the adapter expects {llm_width}-d text embeddings but {llm} has hidden size {tower.config.hidden_size}."
+        )
     vision_config = vision_config_from(weights, clip_folder if clip_folder.is_dir() else None)
     config = LLM2CLIPConfig(
-        vision_config=vision_config, text_config=tower.config.to_dict(), projection_dim=projection_dim,
-        adapter_blocks=blocks, adapter_expansion=expansion, logit_scale_init_value=float(weights["logit_scale"]),
-    )  # fmt: skip
+        vision_config=vision_config,
+        text_config=tower.config.to_dict(),
+        projection_dim=projection_dim,
+        adapter_blocks=blocks,
+        adapter_expansion=expansion,
+        logit_scale_init_value=float(weights["logit_scale"]),
+    )
     model = LLM2CLIPModel(config).eval()
     load_into(model, weights, tower, external_llm)
-    processor = make_processor(tower.tokenizer, vision_config["image_size"], clip_image_processor(vision_config["image_size"], "transformers"))
+    processor = make_processor(
+        tower.tokenizer, vision_config["image_size"], clip_image_processor(vision_config["image_size"], "transformers")
+    )
     openai_vision = hf_vision_to_openai(weights, vision_config["num_hidden_layers"])
     openai_vision["visual.proj"] = weights["visual_projection.weight"].t()
     parity = verify_dual_tower(model, processor, tower, weights, "text_adapter.adaptor.", openai_vision)
@@ -161,11 +181,15 @@ def vision_config_from(weights: dict, folder: Path | None = None, prefix: str = 
     if folder is not None and (folder / "config.json").is_file():
         saved = json.loads((folder / "config.json").read_text()).get("vision_config", {}) or {}
     return dict(
-        hidden_size=width, patch_size=patch_size, image_size=int(round((positions - 1) ** 0.5)) * patch_size,
-        num_hidden_layers=layers, num_attention_heads=saved.get("num_attention_heads", width // 64),
+        hidden_size=width,
+        patch_size=patch_size,
+        image_size=int(round((positions - 1) ** 0.5)) * patch_size,
+        num_hidden_layers=layers,
+        num_attention_heads=saved.get("num_attention_heads", width // 64),
         intermediate_size=weights[f"{prefix}encoder.layers.0.mlp.fc1.weight"].shape[0],
-        hidden_act=saved.get("hidden_act", "quick_gelu"), layer_norm_eps=saved.get("layer_norm_eps", 1e-5),
-    )  # fmt: skip
+        hidden_act=saved.get("hidden_act", "quick_gelu"),
+        layer_norm_eps=saved.get("layer_norm_eps", 1e-5),
+    )
 
 
 @dataclass
@@ -189,19 +213,28 @@ def released_image_tower(state_dict: dict) -> ReleasedImageTower:
         eva = infer_eva02_shape(state_dict)
         check_rope_buffers(state_dict, eva, "the checkpoint")
         return ReleasedImageTower(
-            expected_eva02_shapes(eva), frozenset(k for k in state_dict if is_rope_buffer(k)),
+            expected_eva02_shapes(eva),
+            frozenset(k for k in state_dict if is_rope_buffer(k)),
             lambda: eva02_to_hf(state_dict, eva),
             dict(vision_tower="eva02", vision_config=eva.config(), visual_projection_bias=True),
-            eva.output_dim, eva.image_size, eva.describe(), lambda pixels: reference_eva02_image_features(state_dict, pixels),
-        )  # fmt: skip
+            eva.output_dim,
+            eva.image_size,
+            eva.describe(),
+            lambda pixels: reference_eva02_image_features(state_dict, pixels),
+        )
     if tower != "clip":
         raise CheckpointError(f"a {tower} image tower; these releases use OpenAI-CLIP or EVA02 towers.")
     vit = infer_vision_shape(state_dict)
     return ReleasedImageTower(
-        expected_vision_shapes(vit), frozenset(), lambda: vision_to_hf(state_dict, vit),
-        dict(vision_config=hf_clip_config_fields(vit, None)["vision_config"]), vit.output_dim, vit.image_size,
-        f"ViT, width {vit.width}, {vit.layers} layers, patch {vit.patch_size}, {vit.image_size} px", state_dict,
-    )  # fmt: skip
+        expected_vision_shapes(vit),
+        frozenset(),
+        lambda: vision_to_hf(state_dict, vit),
+        dict(vision_config=hf_clip_config_fields(vit, None)["vision_config"]),
+        vit.output_dim,
+        vit.image_size,
+        f"ViT, width {vit.width}, {vit.layers} layers, patch {vit.patch_size}, {vit.image_size} px",
+        state_dict,
+    )
 
 
 def convert_release(
@@ -226,23 +259,43 @@ def convert_release(
     except CheckpointError as error:
         raise CheckpointError(f"{source}: {error}") from None
     if output_dim != image.output_dim:
-        raise CheckpointError(f"{source}: the adapter maps to {output_dim} dims but the image tower projects to {image.output_dim}.")
-    expected = {**image.expected, **expected_adapter_shapes(adapter_prefix, blocks, expansion, width, output_dim), "logit_scale": ()}
+        raise CheckpointError(
+            f"{source}: the adapter maps to {output_dim} dims but the image tower projects to {image.output_dim}."
+        )
+    expected = {
+        **image.expected,
+        **expected_adapter_shapes(adapter_prefix, blocks, expansion, width, output_dim),
+        "logit_scale": (),
+    }
     check_keys({k: v for k, v in state_dict.items() if k not in image.ignored}, expected, source)
     tower = load_text_tower(llm)
     if tower.config.hidden_size != width:
-        raise CheckpointError(f"the adapter expects {width}-d text embeddings but {llm} has hidden size {tower.config.hidden_size}.")
+        raise CheckpointError(
+            f"the adapter expects {width}-d text embeddings but {llm} has hidden size {tower.config.hidden_size}."
+        )
     weights = image.weights()
-    weights.update({"text_adapter.adaptor." + k[len(adapter_prefix) :]: v for k, v in state_dict.items() if k.startswith(adapter_prefix)})
+    weights.update(
+        {
+            "text_adapter.adaptor." + k[len(adapter_prefix) :]: v
+            for k, v in state_dict.items()
+            if k.startswith(adapter_prefix)
+        }
+    )
     weights["logit_scale"] = state_dict["logit_scale"]
     config = config_class(
-        **image.config, text_config=tower.config.to_dict(), projection_dim=output_dim, adapter_blocks=blocks,
-        adapter_expansion=expansion, logit_scale_init_value=float(state_dict["logit_scale"]),
-    )  # fmt: skip
+        **image.config,
+        text_config=tower.config.to_dict(),
+        projection_dim=output_dim,
+        adapter_blocks=blocks,
+        adapter_expansion=expansion,
+        logit_scale_init_value=float(state_dict["logit_scale"]),
+    )
     model = model_class(config).eval()
     load_into(model, weights, tower, external_llm)
     processor = make_processor(tower.tokenizer, image.image_size)
     parity = verify_dual_tower(model, processor, tower, state_dict, adapter_prefix, image.reference)
-    card = dual_tower_card(card_template, f"`{Path(source).name}` + `{llm}`", model, tower, image.description, dtype, parity)
+    card = dual_tower_card(
+        card_template, f"`{Path(source).name}` + `{llm}`", model, tower, image.description, dtype, parity
+    )
     write_model_folder(model, processor, output, card, dtype=dtype, overwrite=overwrite)
     return parity

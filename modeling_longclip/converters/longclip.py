@@ -8,15 +8,15 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPProcessor
 
+from ..common.errors import CheckpointError, ConversionError
+from ..common.files import ensure_writable
 from ..configuration_longclip import LongCLIPConfig
 from ..embedding import pooled_features
+from ..export.cards import render_model_card
+from ..export.folder import write_model_folder
 from ..modeling_longclip import LongCLIPModel
 from ..processing_longclip import LongCLIPProcessor
 from .clip_preprocessing import build_clip_tokenizer, clip_image_processor
-from ..common.errors import CheckpointError, ConversionError
-from ..common.files import ensure_writable
-from ..export.cards import render_model_card
-from ..export.folder import write_model_folder
 from .openai_clip import (
     expected_text_shapes,
     expected_vision_shapes,
@@ -132,12 +132,22 @@ def convert_longclip(
         raise CheckpointError(f"{checkpoint}: {error}") from None
     check_keys(
         state_dict,
-        {**expected_vision_shapes(vision), **expected_text_shapes(text, with_residual_table=is_longclip), "logit_scale": ()},
+        {
+            **expected_vision_shapes(vision),
+            **expected_text_shapes(text, with_residual_table=is_longclip),
+            "logit_scale": (),
+        },
         str(checkpoint),
     )
-    hf_state = {**vision_to_hf(state_dict, vision), **text_to_hf(state_dict, text, keep), "logit_scale": state_dict["logit_scale"]}
+    hf_state = {
+        **vision_to_hf(state_dict, vision),
+        **text_to_hf(state_dict, text, keep),
+        "logit_scale": state_dict["logit_scale"],
+    }
     fields = hf_clip_config_fields(vision, text)
-    config = LongCLIPConfig(**fields, keep_positions=min(keep, text.context_length), logit_scale_init_value=float(hf_state["logit_scale"]))
+    config = LongCLIPConfig(
+        **fields, keep_positions=min(keep, text.context_length), logit_scale_init_value=float(hf_state["logit_scale"])
+    )
     model = LongCLIPModel(config).eval()
     model.load_state_dict(hf_state, strict=True)
     clip_tokenizer = load_tokenizer(tokenizer, text.context_length, text.vocab_size)
@@ -197,7 +207,7 @@ def _load_snippet(output_format: str) -> str:
             "from transformers import CLIPModel, CLIPProcessor\n\n"
             'model = CLIPModel.from_pretrained("REPO_OR_FOLDER")\n'
             'processor = CLIPProcessor.from_pretrained("REPO_OR_FOLDER")\n'
-            "inputs = processor(text=[caption], images=image, return_tensors=\"pt\", padding=True, truncation=True)"
+            'inputs = processor(text=[caption], images=image, return_tensors="pt", padding=True, truncation=True)'
         )
     return (
         "from transformers import AutoModel\n\n"

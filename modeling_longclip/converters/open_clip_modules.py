@@ -35,7 +35,11 @@ def import_open_clip_modules():
     if importlib.util.find_spec("torchvision") is None:
         misc = types.ModuleType("torchvision.ops.misc")
         misc.FrozenBatchNorm2d = type("FrozenBatchNorm2d", (torch.nn.Module,), {})
-        placeholders = {"torchvision": types.ModuleType("torchvision"), "torchvision.ops": types.ModuleType("torchvision.ops"), "torchvision.ops.misc": misc}
+        placeholders = {
+            "torchvision": types.ModuleType("torchvision"),
+            "torchvision.ops": types.ModuleType("torchvision.ops"),
+            "torchvision.ops.misc": misc,
+        }
         sys.modules.update(placeholders)
     try:
         transformer = importlib.import_module("open_clip.transformer")

@@ -51,7 +51,9 @@ def infer_vision_shape(state_dict: dict, prefix: str = "visual.") -> VisionShape
         raise CheckpointError("ResNet image towers (RN50, ...) are not supported: only ViT checkpoints.")
     conv = require_tensor(state_dict, f"{prefix}conv1.weight", 4)
     width, patch = conv.shape[0], conv.shape[-1]
-    grid = patch_grid(require_tensor(state_dict, f"{prefix}positional_embedding", 2).shape[0], f"{prefix}positional_embedding")
+    grid = patch_grid(
+        require_tensor(state_dict, f"{prefix}positional_embedding", 2).shape[0], f"{prefix}positional_embedding"
+    )
     layers = count_layers(state_dict, f"{prefix}transformer.resblocks.")
     mlp_width = require_tensor(state_dict, f"{prefix}transformer.resblocks.0.mlp.c_fc.weight", 2).shape[0]
     output_dim = require_tensor(state_dict, f"{prefix}proj", 2).shape[1]
@@ -74,13 +76,20 @@ def _block_shapes(prefix: str, shape: TowerShape) -> dict[str, tuple[int, ...]]:
         p = f"{prefix}{i}."
         shapes.update(
             {
-                f"{p}ln_1.weight": (w,), f"{p}ln_1.bias": (w,), f"{p}ln_2.weight": (w,), f"{p}ln_2.bias": (w,),
-                f"{p}attn.in_proj_weight": (3 * w, w), f"{p}attn.in_proj_bias": (3 * w,),
-                f"{p}attn.out_proj.weight": (w, w), f"{p}attn.out_proj.bias": (w,),
-                f"{p}mlp.c_fc.weight": (m, w), f"{p}mlp.c_fc.bias": (m,),
-                f"{p}mlp.c_proj.weight": (w, m), f"{p}mlp.c_proj.bias": (w,),
+                f"{p}ln_1.weight": (w,),
+                f"{p}ln_1.bias": (w,),
+                f"{p}ln_2.weight": (w,),
+                f"{p}ln_2.bias": (w,),
+                f"{p}attn.in_proj_weight": (3 * w, w),
+                f"{p}attn.in_proj_bias": (3 * w,),
+                f"{p}attn.out_proj.weight": (w, w),
+                f"{p}attn.out_proj.bias": (w,),
+                f"{p}mlp.c_fc.weight": (m, w),
+                f"{p}mlp.c_fc.bias": (m,),
+                f"{p}mlp.c_proj.weight": (w, m),
+                f"{p}mlp.c_proj.bias": (w,),
             }
-        )  # fmt: skip
+        )
     return shapes
 
 
@@ -90,10 +99,12 @@ def expected_vision_shapes(shape: VisionShape, prefix: str = "visual.") -> dict[
         f"{prefix}conv1.weight": (w, 3, shape.patch_size, shape.patch_size),
         f"{prefix}class_embedding": (w,),
         f"{prefix}positional_embedding": ((shape.image_size // shape.patch_size) ** 2 + 1, w),
-        f"{prefix}ln_pre.weight": (w,), f"{prefix}ln_pre.bias": (w,),
-        f"{prefix}ln_post.weight": (w,), f"{prefix}ln_post.bias": (w,),
+        f"{prefix}ln_pre.weight": (w,),
+        f"{prefix}ln_pre.bias": (w,),
+        f"{prefix}ln_post.weight": (w,),
+        f"{prefix}ln_post.bias": (w,),
         f"{prefix}proj": (w, shape.output_dim),
-    }  # fmt: skip
+    }
     shapes.update(_block_shapes(f"{prefix}transformer.resblocks.", shape))
     return shapes
 
@@ -103,9 +114,10 @@ def expected_text_shapes(shape: TextShape, with_residual_table: bool) -> dict[st
     shapes = {
         "token_embedding.weight": (shape.vocab_size, w),
         "positional_embedding": (shape.context_length, w),
-        "ln_final.weight": (w,), "ln_final.bias": (w,),
+        "ln_final.weight": (w,),
+        "ln_final.bias": (w,),
         "text_projection": (w, shape.output_dim),
-    }  # fmt: skip
+    }
     if with_residual_table:
         shapes["positional_embedding_res"] = (shape.context_length, w)
     shapes.update(_block_shapes("transformer.resblocks.", shape))
@@ -124,11 +136,14 @@ def merged_position_table(state_dict: dict, keep: int) -> torch.Tensor:
 BLOCK_KEYS = tuple(
     (f"{openai}.{kind}", f"{hf}.{kind}")
     for openai, hf in (
-        ("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
-        ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"),
+        ("attn.out_proj", "self_attn.out_proj"),
+        ("ln_1", "layer_norm1"),
+        ("ln_2", "layer_norm2"),
+        ("mlp.c_fc", "mlp.fc1"),
+        ("mlp.c_proj", "mlp.fc2"),
     )
     for kind in ("weight", "bias")
-)  # fmt: skip
+)
 VISION_HEAD_KEYS = (
     ("conv1.weight", "embeddings.patch_embedding.weight"),
     ("class_embedding", "embeddings.class_embedding"),
@@ -157,7 +172,9 @@ def vision_to_hf(state_dict: dict, shape: VisionShape, prefix: str = "visual.") 
     """OpenAI `visual.*` keys -> transformers `vision_model.*` + `visual_projection.weight`."""
     mapped = {f"vision_model.{hf}": state_dict[f"{prefix}{openai}"] for openai, hf in VISION_HEAD_KEYS}
     mapped["visual_projection.weight"] = state_dict[f"{prefix}proj"].t()
-    mapped.update(_map_blocks(state_dict, f"{prefix}transformer.resblocks.", "vision_model.encoder.layers.", shape.layers))
+    mapped.update(
+        _map_blocks(state_dict, f"{prefix}transformer.resblocks.", "vision_model.encoder.layers.", shape.layers)
+    )
     return {k: v.contiguous() for k, v in mapped.items()}
 
 
@@ -189,18 +206,30 @@ def hf_clip_config_fields(vision: VisionShape, text: TextShape | None) -> dict:
     """`CLIPConfig` keyword arguments (text_config, vision_config, projection_dim) for these shapes."""
     fields = {
         "vision_config": dict(
-            hidden_size=vision.width, intermediate_size=vision.mlp_width, num_hidden_layers=vision.layers,
-            num_attention_heads=vision.heads, patch_size=vision.patch_size, image_size=vision.image_size,
-            projection_dim=vision.output_dim, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+            hidden_size=vision.width,
+            intermediate_size=vision.mlp_width,
+            num_hidden_layers=vision.layers,
+            num_attention_heads=vision.heads,
+            patch_size=vision.patch_size,
+            image_size=vision.image_size,
+            projection_dim=vision.output_dim,
+            hidden_act="quick_gelu",
+            layer_norm_eps=1e-5,
         ),
         "projection_dim": vision.output_dim,
-    }  # fmt: skip
+    }
     if text is not None:
         fields["text_config"] = dict(
-            hidden_size=text.width, intermediate_size=text.mlp_width, num_hidden_layers=text.layers,
-            num_attention_heads=text.heads, vocab_size=text.vocab_size, max_position_embeddings=text.context_length,
-            projection_dim=text.output_dim, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-        )  # fmt: skip
+            hidden_size=text.width,
+            intermediate_size=text.mlp_width,
+            num_hidden_layers=text.layers,
+            num_attention_heads=text.heads,
+            vocab_size=text.vocab_size,
+            max_position_embeddings=text.context_length,
+            projection_dim=text.output_dim,
+            hidden_act="quick_gelu",
+            layer_norm_eps=1e-5,
+        )
     return fields
 
 
@@ -234,7 +263,9 @@ def reference_text_features(state_dict: dict, token_ids: torch.Tensor, keep: int
     context = sd["positional_embedding"].shape[0]
     ids = F.pad(token_ids, (0, context - token_ids.shape[1]), value=0)
     rows = torch.arange(context).unsqueeze(1)
-    positions = sd["positional_embedding"] * (rows < keep) if "positional_embedding_res" in sd else sd["positional_embedding"]
+    positions = (
+        sd["positional_embedding"] * (rows < keep) if "positional_embedding_res" in sd else sd["positional_embedding"]
+    )
     if "positional_embedding_res" in sd:
         positions = positions + sd["positional_embedding_res"] * (rows >= keep)
     x = sd["token_embedding.weight"][ids] + positions

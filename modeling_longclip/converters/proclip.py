@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..common.files import ensure_writable
 from ..configuration_proclip import ProCLIPConfig
 from ..modeling_proclip import ProCLIPModel
-from ..common.files import ensure_writable
 from .dual_tower import DualTowerParity
 from .llm2clip import convert_release
 from .state_dicts import load_state_dict
@@ -24,5 +24,15 @@ def convert_proclip(
 ) -> DualTowerParity:
     ensure_writable(output, overwrite)
     checkpoint = Path(checkpoint)
-    return convert_release(load_state_dict(checkpoint), str(checkpoint), llm, output, ProCLIPConfig, ProCLIPModel,
-                           "proclip", dtype=dtype, external_llm=external_llm, overwrite=overwrite)  # fmt: skip
+    return convert_release(
+        load_state_dict(checkpoint),
+        str(checkpoint),
+        llm,
+        output,
+        ProCLIPConfig,
+        ProCLIPModel,
+        "proclip",
+        dtype=dtype,
+        external_llm=external_llm,
+        overwrite=overwrite,
+    )

@@ -96,7 +96,11 @@ def reference_adapter(state_dict: dict, prefix: str, pooled: torch.Tensor, norma
     block = 0
     while f"{block}.fn.0.weight" in sd:
         h = F.layer_norm(x, x.shape[-1:], sd[f"{block}.ln.weight"], sd[f"{block}.ln.bias"], 1e-5)
-        h = F.linear(F.gelu(F.linear(h, sd[f"{block}.fn.0.weight"], sd[f"{block}.fn.0.bias"])), sd[f"{block}.fn.3.weight"], sd[f"{block}.fn.3.bias"])
+        h = F.linear(
+            F.gelu(F.linear(h, sd[f"{block}.fn.0.weight"], sd[f"{block}.fn.0.bias"])),
+            sd[f"{block}.fn.3.weight"],
+            sd[f"{block}.fn.3.bias"],
+        )
         x = x + h
         block += 1
     x = F.layer_norm(x, x.shape[-1:], sd[f"{block}.weight"], sd[f"{block}.bias"], 1e-5)

@@ -23,12 +23,12 @@ import transformers
 from PIL import Image
 from transformers import AutoModel
 
+from ..common.errors import CheckpointError, ConversionError
+from ..common.files import ensure_writable
 from ..configuration_llm2clip import LLM2CLIPConfig
 from ..embedding import pooled_features
-from ..modeling_llm2clip import LLM2CLIPModel
-from ..common.errors import ConversionError
-from ..common.files import ensure_writable
 from ..export.folder import write_model_folder
+from ..modeling_llm2clip import LLM2CLIPModel
 from .dual_tower import (
     VERIFICATION_CAPTIONS,
     DualTowerParity,
@@ -41,9 +41,8 @@ from .dual_tower import (
     make_processor,
     resolve_source,
 )
-from ..common.errors import CheckpointError
-from .state_dicts import check_keys, count_layers, load_state_dict, patch_grid
 from .reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
+from .state_dicts import check_keys, count_layers, load_state_dict, patch_grid
 
 TRUNK = "visual.trunk."
 ADAPTER_PREFIX = "text.text_proj.text_adaptor."
@@ -78,7 +77,9 @@ def weight_file(source: Path) -> Path:
     candidates = sorted(p for p in source.iterdir() if p.is_file() and p.name.endswith(WEIGHT_FILE_SUFFIXES))
     if len(candidates) != 1:
         found = [p.name for p in candidates] or "none"
-        raise CheckpointError(f"{source}: expected exactly one weight file ({'/'.join(WEIGHT_FILE_SUFFIXES)}), found {found}.")
+        raise CheckpointError(
+            f"{source}: expected exactly one weight file ({'/'.join(WEIGHT_FILE_SUFFIXES)}), found {found}."
+        )
     return candidates[0]
 
 
@@ -188,21 +189,37 @@ def timm_to_siglip(weights: dict, shape: SiglipShape) -> dict[str, torch.Tensor]
         "embeddings.patch_embedding.weight": t["patch_embed.proj.weight"],
         "embeddings.patch_embedding.bias": t["patch_embed.proj.bias"],
         "embeddings.position_embedding.weight": t["pos_embed"][0],
-        "post_layernorm.weight": t["norm.weight"], "post_layernorm.bias": t["norm.bias"],
+        "post_layernorm.weight": t["norm.weight"],
+        "post_layernorm.bias": t["norm.bias"],
         "head.probe": t["attn_pool.latent"],
         "head.attention.in_proj_weight": torch.cat([t["attn_pool.q.weight"], t["attn_pool.kv.weight"]]),
         "head.attention.in_proj_bias": torch.cat([t["attn_pool.q.bias"], t["attn_pool.kv.bias"]]),
-    }  # fmt: skip
-    for source, target in (("attn_pool.proj", "head.attention.out_proj"), ("attn_pool.norm", "head.layernorm"),
-                           ("attn_pool.mlp.fc1", "head.mlp.fc1"), ("attn_pool.mlp.fc2", "head.mlp.fc2")):  # fmt: skip
+    }
+    for source, target in (
+        ("attn_pool.proj", "head.attention.out_proj"),
+        ("attn_pool.norm", "head.layernorm"),
+        ("attn_pool.mlp.fc1", "head.mlp.fc1"),
+        ("attn_pool.mlp.fc2", "head.mlp.fc2"),
+    ):
         out.update({f"{target}.{p}": t[f"{source}.{p}"] for p in ("weight", "bias")})
     for i in range(shape.layers):
         src, dst = f"blocks.{i}.", f"encoder.layers.{i}."
         for part in ("weight", "bias"):
             q, k, v = t[f"{src}attn.qkv.{part}"].split(w)
-            out.update({f"{dst}self_attn.q_proj.{part}": q, f"{dst}self_attn.k_proj.{part}": k, f"{dst}self_attn.v_proj.{part}": v})
-            for a, b in (("norm1", "layer_norm1"), ("norm2", "layer_norm2"), ("attn.proj", "self_attn.out_proj"),
-                         ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):  # fmt: skip
+            out.update(
+                {
+                    f"{dst}self_attn.q_proj.{part}": q,
+                    f"{dst}self_attn.k_proj.{part}": k,
+                    f"{dst}self_attn.v_proj.{part}": v,
+                }
+            )
+            for a, b in (
+                ("norm1", "layer_norm1"),
+                ("norm2", "layer_norm2"),
+                ("attn.proj", "self_attn.out_proj"),
+                ("mlp.fc1", "mlp.fc1"),
+                ("mlp.fc2", "mlp.fc2"),
+            ):
                 out[f"{dst}{b}.{part}"] = t[f"{src}{a}.{part}"]
     return out
 
@@ -210,10 +227,16 @@ def timm_to_siglip(weights: dict, shape: SiglipShape) -> dict[str, torch.Tensor]
 def siglip_vision_config(shape: SiglipShape) -> dict:
     """timm's tower as a SiglipVisionConfig: exact GELU (timm's nn.GELU default), not SigLIP's tanh approximation."""
     return dict(
-        hidden_size=shape.width, intermediate_size=shape.mlp_width, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, image_size=shape.image_size, patch_size=shape.patch_size,
-        hidden_act="gelu", layer_norm_eps=LAYER_NORM_EPS, vision_use_head=True,
-    )  # fmt: skip
+        hidden_size=shape.width,
+        intermediate_size=shape.mlp_width,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        image_size=shape.image_size,
+        patch_size=shape.patch_size,
+        hidden_act="gelu",
+        layer_norm_eps=LAYER_NORM_EPS,
+        vision_use_head=True,
+    )
 
 
 def load_vision_tower(model: LLM2CLIPModel, flat: dict) -> None:
@@ -286,8 +309,13 @@ def siglip_image_processor(size: int):
     """SigLIP preprocessing as a transformers image processor: resize to size x size (no crop), bicubic, 0.5 / 0.5.
     The PIL backend where transformers has one, so the pixels equal PIL's like the original's torchvision-on-PIL."""
     cls = getattr(transformers, "SiglipImageProcessorPil", None) or transformers.SiglipImageProcessor
-    return cls(size={"height": size, "width": size}, resample=Image.Resampling.BICUBIC, image_mean=list(SIGLIP_MEAN),
-               image_std=list(SIGLIP_STD), do_center_crop=False)  # fmt: skip
+    return cls(
+        size={"height": size, "width": size},
+        resample=Image.Resampling.BICUBIC,
+        image_mean=list(SIGLIP_MEAN),
+        image_std=list(SIGLIP_STD),
+        do_center_crop=False,
+    )
 
 
 # -- the text side: LLM folder + PEFT LoRA ---------------------------------------------------------------------------
@@ -300,8 +328,12 @@ def find_lora(llm_folder: Path, lora: str | Path | None) -> Path | None:
         if not (path / "adapter_config.json").is_file():
             raise CheckpointError(f"{path}: no adapter_config.json (not a PEFT adapter folder).")
         return path
-    if (llm_folder / "adapter_config.json").is_file():  # llm2vec's same-folder case: transformers would apply it itself
-        raise CheckpointError(f"{llm_folder} holds a PEFT adapter_config.json: give the base model folder with the adapter in a subfolder.")
+    if (
+        llm_folder / "adapter_config.json"
+    ).is_file():  # llm2vec's same-folder case: transformers would apply it itself
+        raise CheckpointError(
+            f"{llm_folder} holds a PEFT adapter_config.json: give the base model folder with the adapter in a subfolder."
+        )
     found = sorted(p.parent for p in llm_folder.glob("*/adapter_config.json"))
     if len(found) > 1:
         raise CheckpointError(f"{llm_folder}: several PEFT adapters {[p.name for p in found]}; keep one.")
@@ -343,7 +375,9 @@ def lora_tensors(adapter: Path, model_keys) -> dict[str, tuple[torch.Tensor, tor
         pairs.setdefault(f"{module}.weight", {})[kind[0]] = value.float()
     missing = sorted(name for name in pairs if name not in model_keys)
     if missing or any(len(p) != 2 for p in pairs.values()):
-        raise CheckpointError(f"{adapter}: LoRA targets {missing[:4] or 'incomplete A/B pairs'} do not match the text model.")
+        raise CheckpointError(
+            f"{adapter}: LoRA targets {missing[:4] or 'incomplete A/B pairs'} do not match the text model."
+        )
     return {name: (p["A"], p["B"]) for name, p in pairs.items()}
 
 
@@ -389,25 +423,40 @@ def verify_siglip2(model, processor, reference_llm: dict, tower: TextTower, weig
     """Text: reference Llama (+ reference LoRA merge) + mean pooling + un-normalized adapter; image: reference timm
     forward; pixels: the processor against PIL + numpy. Raises ConversionError on a disagreement."""
     if tower.config.model_type not in ("llama", "mistral", "qwen2"):
-        raise ConversionError(f"the independent reference covers Llama-style text models, not {tower.config.model_type}.")
+        raise ConversionError(
+            f"the independent reference covers Llama-style text models, not {tower.config.model_type}."
+        )
     text_inputs = processor(text=list(VERIFICATION_CAPTIONS))
     pixels = torch.randn(2, 3, shape.image_size, shape.image_size, generator=torch.Generator().manual_seed(0))
     image = _verification_image()
     with torch.no_grad():
         text = pooled_features(model.get_text_features(**text_inputs)).float()
         image_features = pooled_features(model.get_image_features(pixel_values=pixels)).float()
-    hidden = reference_bidirectional_llama(reference_llm, tower.config, text_inputs["input_ids"], text_inputs["attention_mask"])
-    ref_text = reference_unnormalized_adapter(weights, ADAPTER_PREFIX, reference_mean_pool(hidden, text_inputs["pooling_mask"]))
+    hidden = reference_bidirectional_llama(
+        reference_llm, tower.config, text_inputs["input_ids"], text_inputs["attention_mask"]
+    )
+    ref_text = reference_unnormalized_adapter(
+        weights, ADAPTER_PREFIX, reference_mean_pool(hidden, text_inputs["pooling_mask"])
+    )
     ref_image = reference_siglip_image_features(weights, pixels, shape.heads)
     ours_pixels = processor(images=[image])["pixel_values"][0].numpy()
     pixel_diff = float(np.abs(ours_pixels - reference_squash_pixels(image, shape.image_size)).max())
     parity = DualTowerParity((text - ref_text).abs().max().item(), (image_features - ref_image).abs().max().item())
-    for name, ref, diff in (("text", ref_text, parity.text_max_abs_diff), ("image", ref_image, parity.image_max_abs_diff)):
+    for name, ref, diff in (
+        ("text", ref_text, parity.text_max_abs_diff),
+        ("image", ref_image, parity.image_max_abs_diff),
+    ):
         if not diff <= 1e-4 * max(1.0, ref.abs().max().item()):
-            raise ConversionError(f"converted model disagrees with the reference {name} path: max |diff| = {diff:.3e}.")
+            raise ConversionError(
+                f"converted model disagrees with the reference {name} path: max |diff| = {diff:.3e}."
+            )
     if not pixel_diff <= 1e-5:
-        raise ConversionError(f"the image processor disagrees with SigLIP's squash resize: max |diff| = {pixel_diff:.3e}.")
-    parity.notes.append(f"pixels: max |diff| = {pixel_diff:.1e} against PIL bicubic squash resize + numpy normalisation")
+        raise ConversionError(
+            f"the image processor disagrees with SigLIP's squash resize: max |diff| = {pixel_diff:.3e}."
+        )
+    parity.notes.append(
+        f"pixels: max |diff| = {pixel_diff:.1e} against PIL bicubic squash resize + numpy normalisation"
+    )
     return parity
 
 
@@ -418,12 +467,22 @@ def _text_tower(llm, weights: dict, file: Path, lora) -> tuple[TextTower, dict, 
     tower = load_text_tower(llm)
     if inner:  # the file kept LLM2Vec's (already merged) model: that is what the release ran
         tower = TextTower(tower.config, inner, tower.tokenizer, f"{file.name} ({LLM_PREFIX}*)")
-        return tower, inner, [f"text tower: the merged LLM stored in {file.name} under `{LLM_PREFIX}`; config and tokenizer from {llm}"]
+        return (
+            tower,
+            inner,
+            [
+                f"text tower: the merged LLM stored in {file.name} under `{LLM_PREFIX}`; config and tokenizer from {llm}"
+            ],
+        )
     if adapter is None:
         return tower, tower.state_dict, [f"text tower: {llm} as is (no PEFT adapter found next to it)"]
     reference = reference_lora_merge(tower.state_dict, adapter)
     merged = merge_lora_with_peft(tower, adapter)
-    return merged, reference, [f"text tower: {llm} with the LoRA {adapter.name} merged by peft; reference merge W + scale * B A"]
+    return (
+        merged,
+        reference,
+        [f"text tower: {llm} with the LoRA {adapter.name} merged by peft; reference merge W + scale * B A"],
+    )
 
 
 def convert_llm2clip_siglip2(
@@ -449,26 +508,43 @@ def convert_llm2clip_siglip2(
         raise CheckpointError(
             f"{file}: the adapter maps to {projection_dim} dims but the tower's pooled output (no projection) is {shape.width}."
         )
-    expected = {**expected_trunk_shapes(shape), **expected_adapter_shapes(ADAPTER_PREFIX, blocks, expansion, llm_width, projection_dim)}
+    expected = {
+        **expected_trunk_shapes(shape),
+        **expected_adapter_shapes(ADAPTER_PREFIX, blocks, expansion, llm_width, projection_dim),
+    }
     expected.update({key: () for key in ("logit_scale", "logit_bias") if key in weights or key == "logit_scale"})
     check_keys(weights, expected, str(file), extra_ok=(LLM_PREFIX,))
     tower, reference_llm, notes = _text_tower(llm, weights, file, lora)
     if tower.config.hidden_size != llm_width:
-        raise CheckpointError(f"the adapter expects {llm_width}-d text embeddings but {llm} has hidden size {tower.config.hidden_size}.")
+        raise CheckpointError(
+            f"the adapter expects {llm_width}-d text embeddings but {llm} has hidden size {tower.config.hidden_size}."
+        )
     if external_llm and tower.source != str(llm):
-        raise ConversionError(f"--external-llm would point at {llm}, but the text weights differ from it ({tower.source}).")
+        raise ConversionError(
+            f"--external-llm would point at {llm}, but the text weights differ from it ({tower.source})."
+        )
     config = LLM2CLIPConfig(
-        vision_tower="siglip2", vision_config=siglip_vision_config(shape), text_config=tower.config.to_dict(),
-        projection_dim=projection_dim, use_visual_projection=False, adapter_blocks=blocks, adapter_expansion=expansion,
-        logit_scale_init_value=float(weights["logit_scale"]), adapter_normalize_input=False,
-    )  # fmt: skip
+        vision_tower="siglip2",
+        vision_config=siglip_vision_config(shape),
+        text_config=tower.config.to_dict(),
+        projection_dim=projection_dim,
+        use_visual_projection=False,
+        adapter_blocks=blocks,
+        adapter_expansion=expansion,
+        logit_scale_init_value=float(weights["logit_scale"]),
+        adapter_normalize_input=False,
+    )
     model = LLM2CLIPModel(config).eval()
     load_vision_tower(model, timm_to_siglip(weights, shape))
-    model.text_adapter.load_state_dict({"adaptor." + k[len(ADAPTER_PREFIX) :]: v for k, v in weights.items() if k.startswith(ADAPTER_PREFIX)})
+    model.text_adapter.load_state_dict(
+        {"adaptor." + k[len(ADAPTER_PREFIX) :]: v for k, v in weights.items() if k.startswith(ADAPTER_PREFIX)}
+    )
     try:
         model.text_model.load_state_dict(tower.state_dict, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"the text weights ({tower.source}) do not fit the configured text model: {str(error)[:300]}") from None
+        raise CheckpointError(
+            f"the text weights ({tower.source}) do not fit the configured text model: {str(error)[:300]}"
+        ) from None
     if external_llm:
         model.config.text_model_name_or_path = tower.source
     processor = make_processor(tower.tokenizer, shape.image_size, siglip_image_processor(shape.image_size))
@@ -481,11 +557,14 @@ def convert_llm2clip_siglip2(
         "crop, bicubic, mean = std = 0.5; eva_clip's local-file loader would center-crop with OpenAI mean/std instead",
     ]
     if "logit_bias" in weights:
-        parity.notes.append(f"logit_bias = {float(weights['logit_bias']):.4f} not kept: it shifts every logit equally, "
-                            "so rankings and the zero-shot softmax do not change (sigmoid probabilities would need it)")  # fmt: skip
-    vision = (f"SigLIP ViT (timm `vit_so400m`-style, MAP head, no projection), width {shape.width}, {shape.layers} layers, "
-              f"{shape.heads} heads, patch {shape.patch_size}, {shape.image_size} px")  # fmt: skip
+        parity.notes.append(
+            f"logit_bias = {float(weights['logit_bias']):.4f} not kept: it shifts every logit equally, "
+            "so rankings and the zero-shot softmax do not change (sigmoid probabilities would need it)"
+        )
+    vision = (
+        f"SigLIP ViT (timm `vit_so400m`-style, MAP head, no projection), width {shape.width}, {shape.layers} layers, "
+        f"{shape.heads} heads, patch {shape.patch_size}, {shape.image_size} px"
+    )
     card = dual_tower_card("llm2clip_siglip2", f"`{file.name}` + `{llm}`", model, tower, vision, dtype, parity)
     write_model_folder(model, processor, output, card, dtype=dtype, overwrite=overwrite)
     return parity
-

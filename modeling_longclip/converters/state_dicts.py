@@ -39,7 +39,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict) and not torch.is_tensor(obj.get(wrapper)):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}.")
+        raise CheckpointError(
+            f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}."
+        )
     state_dict = {}
     for key, value in obj.items():
         key = key[len("module.") :] if key.startswith("module.") else key

@@ -34,7 +34,9 @@ def random_openai_clip_state_dict(
         state_dict[key] = value
     state_dict["logit_scale"] = torch.tensor(4.6052)
     if longclip:  # rows the original masks out: garbage that would dominate the features if read
-        state_dict["positional_embedding"][keep:] = 50.0 * torch.randn(text.context_length - keep, text.width, generator=generator)
+        state_dict["positional_embedding"][keep:] = 50.0 * torch.randn(
+            text.context_length - keep, text.width, generator=generator
+        )
         state_dict["positional_embedding_res"][:keep] = -50.0 * torch.randn(keep, text.width, generator=generator)
     return state_dict
 
@@ -48,7 +50,9 @@ def random_proclip_state_dict(
 
     generator = torch.Generator().manual_seed(seed)
     state_dict = {k: v for k, v in random_openai_clip_state_dict(vision, seed=seed).items() if k.startswith("visual.")}
-    for key, shape in expected_adapter_shapes("text.text_adaptor.", blocks, expansion, llm_width, vision.output_dim).items():
+    for key, shape in expected_adapter_shapes(
+        "text.text_adaptor.", blocks, expansion, llm_width, vision.output_dim
+    ).items():
         base = 1.0 if key.endswith(("ln.weight", f"{blocks}.weight")) and len(shape) == 1 else 0.0
         state_dict[key] = base + 0.2 * torch.randn(shape, generator=generator)
     state_dict["logit_scale"] = torch.tensor(4.6052)
@@ -59,21 +63,33 @@ TINY_EVA02 = dict(width=64, layers=2, mlp_width=170, patch_size=8, image_size=32
 
 
 def random_eva02_clip_state_dict(
-    width: int = 64, layers: int = 2, mlp_width: int = 170, patch_size: int = 8, image_size: int = 32,
-    output_dim: int = 32, llm_width: int = 64, blocks: int = 4, expansion: int = 2, separate_biases: bool = False,
-    with_rope_buffers: bool = True, seed: int = 0,
+    width: int = 64,
+    layers: int = 2,
+    mlp_width: int = 170,
+    patch_size: int = 8,
+    image_size: int = 32,
+    output_dim: int = 32,
+    llm_width: int = 64,
+    blocks: int = 4,
+    expansion: int = 2,
+    separate_biases: bool = False,
+    with_rope_buffers: bool = True,
+    seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """A random eva_clip CustomCLIP release in fp16 (LLM2CLIP's EVA02 files, ProCLIP's Eva_L14): `visual.*` with the
     rotary buffers under `visual.rope` and every block, `text.text_adaptor.*`, `logit_scale`. `separate_biases`
     writes BAAI's `attn.q_bias` / `attn.v_bias` instead of `attn.q_proj.bias` / `attn.v_proj.bias`."""
     from ..configuration_eva02 import EVA02VisionConfig
     from ..modeling_eva02 import eva02_rotary_tables
-    from .eva02 import EVA02Shape, expected_eva02_shapes
     from .dual_tower import expected_adapter_shapes
+    from .eva02 import EVA02Shape, expected_eva02_shapes
 
     generator = torch.Generator().manual_seed(seed)
     shape = EVA02Shape(width, layers, width // 64, mlp_width, patch_size, image_size, output_dim, separate_biases)
-    shapes = {**expected_eva02_shapes(shape), **expected_adapter_shapes("text.text_adaptor.", blocks, expansion, llm_width, output_dim)}
+    shapes = {
+        **expected_eva02_shapes(shape),
+        **expected_adapter_shapes("text.text_adaptor.", blocks, expansion, llm_width, output_dim),
+    }
     state_dict = {}
     for key, size in shapes.items():
         if len(size) == 1 and key.endswith("weight"):  # LayerNorms
@@ -103,7 +119,12 @@ def write_eva02_release(path, wrapper: str = "none", **shape) -> dict[str, torch
     packed = {
         "none": state_dict,
         "module": {"module": prefixed},
-        "proclip": {"epoch": 4, "name": "proclip", "state_dict": prefixed, "optimizer": {"state": {}, "param_groups": []}},
+        "proclip": {
+            "epoch": 4,
+            "name": "proclip",
+            "state_dict": prefixed,
+            "optimizer": {"state": {}, "param_groups": []},
+        },
     }[wrapper]
     torch.save(packed, path)
     return state_dict

@@ -30,14 +30,23 @@ def _random(shapes: dict, generator: torch.Generator, norm_suffixes: tuple[str, 
 
 
 def random_siglip2_release(
-    shape: SiglipShape = TINY_SIGLIP, llm_width: int = 64, blocks: int = 4, expansion: int = 2, seed: int = 0,
+    shape: SiglipShape = TINY_SIGLIP,
+    llm_width: int = 64,
+    blocks: int = 4,
+    expansion: int = 2,
+    seed: int = 0,
     logit_bias: bool = False,
-) -> dict[str, torch.Tensor]:  # fmt: skip
+) -> dict[str, torch.Tensor]:
     """LLM2CLIP's SigLIP2 CustomCLIP state dict: timm trunk under `visual.trunk.`, the TextProj adapter under
     `text.text_proj.text_adaptor.` (mapping to the tower width: no image projection), `logit_scale`."""
     generator = torch.Generator().manual_seed(seed)
-    shapes = {**expected_trunk_shapes(shape), **expected_adapter_shapes(ADAPTER_PREFIX, blocks, expansion, llm_width, shape.width)}
-    state_dict = _random(shapes, generator, ("norm1.weight", "norm2.weight", "norm.weight", "ln.weight", f"{blocks}.weight"))
+    shapes = {
+        **expected_trunk_shapes(shape),
+        **expected_adapter_shapes(ADAPTER_PREFIX, blocks, expansion, llm_width, shape.width),
+    }
+    state_dict = _random(
+        shapes, generator, ("norm1.weight", "norm2.weight", "norm.weight", "ln.weight", f"{blocks}.weight")
+    )
     state_dict["logit_scale"] = torch.tensor(4.6052)
     if logit_bias:
         state_dict["logit_bias"] = torch.tensor(-10.0)
@@ -73,13 +82,22 @@ def write_llm2clip_clip_part(
     generator = torch.Generator().manual_seed(seed)
     visual = {k: v for k, v in random_openai_clip_state_dict(vision, seed=seed).items() if k.startswith("visual.")}
     weights = {k: v for k, v in vision_to_hf(visual, vision).items() if k != "visual_projection.weight"}
-    weights["visual_projection.weight"] = vision.width**-0.5 * torch.randn(projection_dim, vision.width, generator=generator)
+    weights["visual_projection.weight"] = vision.width**-0.5 * torch.randn(
+        projection_dim, vision.width, generator=generator
+    )
     adapter = expected_adapter_shapes("text_adapter.adaptor.", 4, 2, llm_width, projection_dim)
     weights.update(_random(adapter, generator, ("ln.weight", "4.weight")))
     weights["logit_scale"] = torch.tensor(4.6052)
     save_file({k: v.contiguous() for k, v in weights.items()}, folder / "model.safetensors")
-    config = {"model_type": "clip", "projection_dim": projection_dim,
-              "vision_config": {"hidden_size": vision.width, "num_attention_heads": vision.heads, "hidden_act": "quick_gelu",
-                                "layer_norm_eps": 1e-5}}  # fmt: skip
+    config = {
+        "model_type": "clip",
+        "projection_dim": projection_dim,
+        "vision_config": {
+            "hidden_size": vision.width,
+            "num_attention_heads": vision.heads,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+        },
+    }
     (folder / "config.json").write_text(json.dumps(config))
     return folder

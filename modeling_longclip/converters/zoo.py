@@ -84,7 +84,9 @@ class Fetcher:
                 return call()
         except Exception as error:  # noqa: BLE001 - offline, unreachable, gated, absent: reported, never a traceback
             first = str(error).splitlines()[0] if str(error) else ""
-            raise Missing(f"{what} is not under {self.root} and downloading it failed ({type(error).__name__}: {first})") from None
+            raise Missing(
+                f"{what} is not under {self.root} and downloading it failed ({type(error).__name__}: {first})"
+            ) from None
 
     def file(self, repo: str, name: str) -> Path:
         path = self.root / repo / name
@@ -101,13 +103,18 @@ class Fetcher:
         def found():
             if not folder.is_dir():
                 return []
-            files = [p for p in sorted(folder.rglob("*")) if p.is_file() and ".cache" not in p.relative_to(folder).parts]
+            files = [
+                p for p in sorted(folder.rglob("*")) if p.is_file() and ".cache" not in p.relative_to(folder).parts
+            ]
             return [p for p in files if any(fnmatch.fnmatch(str(p.relative_to(folder)), pat) for pat in patterns)]
 
         if not found():
             from huggingface_hub import snapshot_download
 
-            self._hub(f"{repo} ({', '.join(patterns)})", lambda: snapshot_download(repo, local_dir=folder, allow_patterns=patterns))
+            self._hub(
+                f"{repo} ({', '.join(patterns)})",
+                lambda: snapshot_download(repo, local_dir=folder, allow_patterns=patterns),
+            )
         if not found():
             raise Missing(f"{repo}: nothing matching {patterns} under {folder}")
         return found()
@@ -140,7 +147,9 @@ def sources(entry: dict, fetcher: Fetcher) -> list[tuple[str, Path]]:
     found = fetcher.matching(repo, entry["allow_patterns"])
     if entry.get("source") == "file":
         if len(found) != 1:
-            raise ConversionError(f"{repo}: expected one file matching {entry['allow_patterns']}, found {[p.name for p in found]}.")
+            raise ConversionError(
+                f"{repo}: expected one file matching {entry['allow_patterns']}, found {[p.name for p in found]}."
+            )
         return [(entry["name"], found[0])]
     return [(entry["name"], fetcher.root / repo)]
 
@@ -165,12 +174,16 @@ def check_lora(entry: dict, source: Path, llm: Path) -> None:
 
 
 SHAPE_FIELDS = {  # manifest name -> where the written config.json keeps it
-    "vision_width": ("vision_config", "hidden_size"), "vision_layers": ("vision_config", "num_hidden_layers"),
-    "vision_heads": ("vision_config", "num_attention_heads"), "vision_mlp": ("vision_config", "intermediate_size"),
-    "patch_size": ("vision_config", "patch_size"), "image_size": ("vision_config", "image_size"),
-    "embed_dim": ("projection_dim",), "text_width": ("text_config", "hidden_size"),
+    "vision_width": ("vision_config", "hidden_size"),
+    "vision_layers": ("vision_config", "num_hidden_layers"),
+    "vision_heads": ("vision_config", "num_attention_heads"),
+    "vision_mlp": ("vision_config", "intermediate_size"),
+    "patch_size": ("vision_config", "patch_size"),
+    "image_size": ("vision_config", "image_size"),
+    "embed_dim": ("projection_dim",),
+    "text_width": ("text_config", "hidden_size"),
     "text_positions": ("text_config", "max_position_embeddings"),
-}  # fmt: skip
+}
 
 
 def shape_mismatches(expected: dict | None, folder: Path) -> list[str]:
@@ -227,7 +240,9 @@ def run_entry(manifest, entry, fetcher, output_root: Path, allow_any_shape: bool
         else:
             status = "converted" if allow_any_shape or entry.get("pattern") else "verified"
             detail, written = "parity checked" + ("" if status == "verified" else "; shapes not compared"), str(output)
-        rows.append(Row(name, status=status, detail=detail, output=written, seconds=time.monotonic() - start, **diffs, **base))
+        rows.append(
+            Row(name, status=status, detail=detail, output=written, seconds=time.monotonic() - start, **diffs, **base)
+        )
     return rows
 
 
@@ -250,7 +265,9 @@ def run_zoo(
         entries = [e for e in entries if e["name"] in only]
     fetcher, output = Fetcher(downloads, online), Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    rows = [row for entry in entries for row in run_entry(manifest, entry, fetcher, output, allow_any_shape, overwrite)]
+    rows = [
+        row for entry in entries for row in run_entry(manifest, entry, fetcher, output, allow_any_shape, overwrite)
+    ]
     (output / REPORT_NAME).write_text(json.dumps([asdict(r) for r in rows], indent=1))
     return rows
 
@@ -270,18 +287,34 @@ def format_table(rows: list[Row]) -> str:
 
 @command(kept="every finished folder is kept; the one in progress was not written")
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="longclip-convert-zoo", description="Convert every released checkpoint found (or fetched).")
+    parser = ArgumentParser(
+        prog="longclip-convert-zoo", description="Convert every released checkpoint found (or fetched)."
+    )
     parser.add_argument("--downloads", required=True, help="folder holding (or receiving) DOWNLOADS/<repo>/<file>")
-    parser.add_argument("--output", required=True, help="one converted folder per entry is written here, plus zoo_report.json")
+    parser.add_argument(
+        "--output", required=True, help="one converted folder per entry is written here, plus zoo_report.json"
+    )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="convert just these manifest entries")
-    parser.add_argument("--manifest", default=None, help=f"another manifest (default: {MANIFEST.name} of the checkout)")
+    parser.add_argument(
+        "--manifest", default=None, help=f"another manifest (default: {MANIFEST.name} of the checkout)"
+    )
     parser.add_argument("--offline", action="store_true", help="never download; report what is absent")
-    parser.add_argument("--allow-any-shape", action="store_true",
-                        help="do not compare with the manifest's real-model shapes (tiny synthetic copies)")
+    parser.add_argument(
+        "--allow-any-shape",
+        action="store_true",
+        help="do not compare with the manifest's real-model shapes (tiny synthetic copies)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     args = parser.parse_args(argv)
-    rows = run_zoo(args.downloads, args.output, args.only, args.manifest, args.allow_any_shape, args.overwrite,
-                   online=False if args.offline else None)  # fmt: skip
+    rows = run_zoo(
+        args.downloads,
+        args.output,
+        args.only,
+        args.manifest,
+        args.allow_any_shape,
+        args.overwrite,
+        online=False if args.offline else None,
+    )
     print(format_table(rows))
     print(f"report: {Path(args.output) / REPORT_NAME}")
     return 1 if any(r.status == "refused" for r in rows) else 0

@@ -27,7 +27,8 @@ DEMO_TEXT = TextShape(width=128, layers=2, heads=2, mlp_width=512, vocab_size=49
 CAPTIONS = [
     "A red circle in the top left corner of a white canvas. Below it a small green square sits next to a blue "
     "triangle, and the bottom right corner holds a large yellow star with a thin black outline.",
-    "A white canvas with a single blue triangle in the middle. " + "The rest of the canvas is empty and white. " * 12
+    "A white canvas with a single blue triangle in the middle. "
+    + "The rest of the canvas is empty and white. " * 12
     + "Only at the very end does a tiny red dot appear near the bottom edge.",
     "Three green squares in a row across the centre of the canvas, each a little larger than the one on its left.",
 ]

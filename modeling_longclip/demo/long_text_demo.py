@@ -21,15 +21,15 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPModel, set_seed
 
+from ..common.caption_data import load_caption_file
+from ..common.cli import ArgumentParser, command
 from ..converters.clip_preprocessing import build_clip_tokenizer, clip_image_processor
 from ..evaluation import RetrievalSet, comparison, comparison_markdown, evaluate_folders, write_comparison
 from ..processing_longclip import LongCLIPProcessor, LongTextTruncationWarning
-from .scenes import CELL, make_scenes, write_split
-from ..common.caption_data import load_caption_file
-from ..common.cli import ArgumentParser, command
 from ..training.collator import ImageCaptionCollator
 from ..training.longclip_train import DataArguments, LongCLIPTrainingArguments, ModelArguments, train
 from ..training.trainer import CollatorEpochCallback, ContrastiveTrainer
+from .scenes import CELL, make_scenes, write_split
 
 
 @dataclass
@@ -47,21 +47,43 @@ class DemoSettings:
 
 def tiny_clip_config() -> CLIPConfig:
     return CLIPConfig(
-        text_config=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
-                         max_position_embeddings=77),
-        vision_config=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=3 * CELL, patch_size=CELL),
+        text_config=dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+        ),
+        vision_config=dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=3 * CELL,
+            patch_size=CELL,
+        ),
         projection_dim=64,
-    )  # fmt: skip
+    )
 
 
 def _quiet_training_args(output_dir: Path, steps: int, settings: DemoSettings, learning_rate: float, **extra):
     return LongCLIPTrainingArguments(
-        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=settings.batch_size,
-        learning_rate=learning_rate, warmup_steps=max(steps // 10, 1), lr_scheduler_type="cosine", weight_decay=0.01,
-        save_strategy="no", report_to="none", logging_steps=max(steps // 5, 1), use_cpu=not torch.cuda.is_available(),
-        seed=settings.seed, dataloader_num_workers=0, disable_tqdm=True, **extra,
-    )  # fmt: skip
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=max(steps // 10, 1),
+        lr_scheduler_type="cosine",
+        weight_decay=0.01,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=max(steps // 5, 1),
+        use_cpu=not torch.cuda.is_available(),
+        seed=settings.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **extra,
+    )
 
 
 def train_clip77(train_file: Path, output_dir: Path, settings: DemoSettings) -> Path:
@@ -69,12 +91,17 @@ def train_clip77(train_file: Path, output_dir: Path, settings: DemoSettings) -> 
     set_seed(settings.seed)
     model = CLIPModel(tiny_clip_config())
     processor = LongCLIPProcessor(clip_image_processor(3 * CELL), build_clip_tokenizer(77))
-    collator = ImageCaptionCollator(processor, train_file.parent / "images", short_captions="random", seed=settings.seed)
+    collator = ImageCaptionCollator(
+        processor, train_file.parent / "images", short_captions="random", seed=settings.seed
+    )
     dataset = load_caption_file(train_file, short_caption_column="short_caption")
     trainer = ContrastiveTrainer(
-        model=model, args=_quiet_training_args(output_dir / "run", settings.clip_steps, settings, settings.clip_learning_rate),
-        train_dataset=dataset, data_collator=collator, callbacks=[CollatorEpochCallback(collator)],
-    )  # fmt: skip
+        model=model,
+        args=_quiet_training_args(output_dir / "run", settings.clip_steps, settings, settings.clip_learning_rate),
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[CollatorEpochCallback(collator)],
+    )
     with warnings.catch_warnings():  # truncating long captions to 77 tokens is the point of this baseline
         warnings.simplefilter("ignore", LongTextTruncationWarning)
         trainer.train()
@@ -89,9 +116,14 @@ def finetune_longclip(clip_folder: Path, train_file: Path, output_dir: Path, set
     """Stretch to 248 positions and fine-tune with the Long-CLIP recipe, exactly as `longclip-train` runs it."""
     folder = output_dir / "longclip-248"
     model_args = ModelArguments(model_name_or_path=str(clip_folder), stretch_from_clip=True, pca_components=16)
-    data_args = DataArguments(train_file=str(train_file), image_root=str(train_file.parent / "images"),
-                              short_caption_column="short_caption")  # fmt: skip
-    train(model_args, data_args, _quiet_training_args(folder, settings.longclip_steps, settings, settings.longclip_learning_rate))
+    data_args = DataArguments(
+        train_file=str(train_file), image_root=str(train_file.parent / "images"), short_caption_column="short_caption"
+    )
+    train(
+        model_args,
+        data_args,
+        _quiet_training_args(folder, settings.longclip_steps, settings, settings.longclip_learning_rate),
+    )
     return folder
 
 
@@ -100,9 +132,16 @@ def scene_sets(test_file: Path) -> list[RetrievalSet]:
     rows = [json.loads(line) for line in test_file.read_text().splitlines()]
     images = [test_file.parent / "images" / row["image"] for row in rows]
     return [
-        RetrievalSet(f"{kind} captions", "held-out scenes", images, [row[column] for row in rows], list(range(len(rows))), str(test_file))
+        RetrievalSet(
+            f"{kind} captions",
+            "held-out scenes",
+            images,
+            [row[column] for row in rows],
+            list(range(len(rows))),
+            str(test_file),
+        )
         for kind, column in (("long", "caption"), ("short", "short_caption"))
-    ]  # fmt: skip
+    ]
 
 
 def compare(folders: dict[str, Path], test_file: Path, output: Path) -> dict:
@@ -114,24 +153,31 @@ def compare(folders: dict[str, Path], test_file: Path, output: Path) -> dict:
     return table
 
 
-def run(output_dir: Path, settings: DemoSettings = DemoSettings(), log=print) -> dict:
+def run(output_dir: Path, settings: DemoSettings | None = None, log=print) -> dict:
+    settings = settings or DemoSettings()
     output_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(settings.seed)
     train_scenes = make_scenes(settings.train_groups, settings.per_group, rng)
     test_scenes = make_scenes(settings.test_groups, settings.per_group, rng)
     data = output_dir / "scenes"
     train_file, test_file = write_split(train_scenes, data, "train"), write_split(test_scenes, data, "test")
-    log(f"1. {len(train_scenes)} training and {len(test_scenes)} held-out scenes in {data}/ "
-        f"(groups of {settings.per_group} differ only past token 77)")  # fmt: skip
+    log(
+        f"1. {len(train_scenes)} training and {len(test_scenes)} held-out scenes in {data}/ "
+        f"(groups of {settings.per_group} differ only past token 77)"
+    )
     clip_folder = train_clip77(train_file, output_dir, settings)
     log(f"2. trained a tiny CLIP at 77 tokens for {settings.clip_steps} steps: {clip_folder}")
     longclip_folder = finetune_longclip(clip_folder, train_file, output_dir, settings)
-    log(f"3. stretched it to 248 positions and fine-tuned it with longclip-train for {settings.longclip_steps} steps: "
-        f"{longclip_folder} (Hub-ready)")  # fmt: skip
+    log(
+        f"3. stretched it to 248 positions and fine-tuned it with longclip-train for {settings.longclip_steps} steps: "
+        f"{longclip_folder} (Hub-ready)"
+    )
     folders = {"CLIP, 77 tokens": clip_folder, "Long-CLIP, 248 tokens": longclip_folder}
     table = compare(folders, test_file, output_dir / "results.json")
-    log(f"4. retrieval on {len(test_scenes)} held-out scenes (R@1, %), as `longclip-eval --model {clip_folder} "
-        f"--model {longclip_folder}` compares them:\n{comparison_markdown(table)}")  # fmt: skip
+    log(
+        f"4. retrieval on {len(test_scenes)} held-out scenes (R@1, %), as `longclip-eval --model {clip_folder} "
+        f"--model {longclip_folder}` compares them:\n{comparison_markdown(table)}"
+    )
     log(f"   saved {output_dir / 'results.md'}, results.json and results.png")
     return table
 

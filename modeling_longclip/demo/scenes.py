@@ -16,14 +16,26 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 COLORS = {
-    "red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (240, 210, 30),
-    "purple": (140, 50, 170), "orange": (250, 130, 20), "black": (20, 20, 20),
-}  # fmt: skip
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (40, 70, 220),
+    "yellow": (240, 210, 30),
+    "purple": (140, 50, 170),
+    "orange": (250, 130, 20),
+    "black": (20, 20, 20),
+}
 SHAPES = ("square", "circle")
 CELL_NAMES = (
-    "top left", "top middle", "top right", "middle left", "centre", "middle right",
-    "bottom left", "bottom middle", "bottom right",
-)  # fmt: skip
+    "top left",
+    "top middle",
+    "top right",
+    "middle left",
+    "centre",
+    "middle right",
+    "bottom left",
+    "bottom middle",
+    "bottom right",
+)
 CELL = 16  # pixels per cell: one ViT patch per cell when patch_size == 16
 
 
@@ -32,7 +44,10 @@ class Scene:
     cells: tuple  # nine entries: None or (colour, shape)
 
     def long_caption(self) -> str:
-        parts = [self.short_caption(), "The nine cells are described one by one, row by row, from the top left corner to the bottom right corner."]
+        parts = [
+            self.short_caption(),
+            "The nine cells are described one by one, row by row, from the top left corner to the bottom right corner.",
+        ]
         for name, content in zip(CELL_NAMES, self.cells):
             parts.append(f"{name.capitalize()} cell: {_describe(content)}.")
         return " ".join(parts)
@@ -85,7 +100,9 @@ def write_split(scenes: list[Scene], folder: Path, name: str) -> Path:
     for index, scene in enumerate(scenes):
         image = f"{name}-{index:05d}.png"
         scene.render().save(folder / "images" / image)
-        lines.append(json.dumps({"image": image, "caption": scene.long_caption(), "short_caption": scene.short_caption()}))
+        lines.append(
+            json.dumps({"image": image, "caption": scene.long_caption(), "short_caption": scene.short_caption()})
+        )
     path = folder / f"{name}.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path

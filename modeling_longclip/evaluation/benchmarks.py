@@ -42,7 +42,9 @@ class RetrievalSet:
         if len(self.texts) != len(self.text_image):
             raise ValueError(f"{len(self.texts)} texts but {len(self.text_image)} text -> image indices")
         if not self.image_paths or not self.texts:
-            raise BenchmarkError(f"{self.name}/{self.protocol}: no images or no captions in {self.source or 'the set'}")
+            raise BenchmarkError(
+                f"{self.name}/{self.protocol}: no images or no captions in {self.source or 'the set'}"
+            )
         counts = [0] * len(self.image_paths)
         for index in self.text_image:
             if not 0 <= index < len(counts):
@@ -231,7 +233,9 @@ def _dci_base(data_root: Path, annotations: Path | None) -> Path:
     )
 
 
-def _load_dci(data_root: Path, annotations: Path | None, protocol: str, splits: tuple[str, ...] | None) -> RetrievalSet:
+def _load_dci(
+    data_root: Path, annotations: Path | None, protocol: str, splits: tuple[str, ...] | None
+) -> RetrievalSet:
     """DCI as released by facebookresearch/DCI: `densely_captioned_images/{splits.json, annotations/, photos/}`.
 
     Layout assumptions (dci.tar.gz extracts `densely_captioned_images/` with splits.json and annotations/; the photos
@@ -245,7 +249,9 @@ def _load_dci(data_root: Path, annotations: Path | None, protocol: str, splits: 
     splits_file = annotations or base / "splits.json"
     listing = read_json(splits_file, "DCI splits")
     if not isinstance(listing, dict) or not all(isinstance(v, list) for v in listing.values()):
-        raise BenchmarkError(f"{splits_file}: expected a JSON object mapping split names to lists of annotation files.")
+        raise BenchmarkError(
+            f"{splits_file}: expected a JSON object mapping split names to lists of annotation files."
+        )
     chosen = splits or tuple(listing)
     for split in chosen:
         if split not in listing:

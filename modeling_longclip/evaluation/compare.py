@@ -73,8 +73,14 @@ def comparison(results: Sequence[dict], ks: Sequence[str] | None = None) -> dict
                 columns.append(column)
                 parts.append([dataset, metric])
             row[column] = value
-    return {"task": "comparison", "models": list(rows), "columns": columns, "column_parts": parts,
-            "rows": list(rows.values()), "results": results}  # fmt: skip
+    return {
+        "task": "comparison",
+        "models": list(rows),
+        "columns": columns,
+        "column_parts": parts,
+        "rows": list(rows.values()),
+        "results": results,
+    }
 
 
 def comparison_markdown(table: dict) -> str:

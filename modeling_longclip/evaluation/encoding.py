@@ -33,8 +33,8 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..common.files import atomic_write
-from ..processing_longclip import LongTextTruncationWarning
 from ..common.images import open_image
+from ..processing_longclip import LongTextTruncationWarning
 from .benchmarks import BenchmarkError
 from .embed import embed_images, embed_texts, encoder_signature, text_limit
 

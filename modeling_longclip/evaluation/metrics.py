@@ -101,7 +101,12 @@ def retrieval_recall(
     if similarity.dim() != 2 or similarity.shape[1] != text_image.numel():
         raise ValueError(f"similarity {tuple(similarity.shape)} does not match {text_image.numel()} texts")
     return _directions(
-        lambda a, b: similarity[a:b], lambda a, b: similarity[:, a:b].T, similarity.shape[0], text_image, ks, chunk_size
+        lambda a, b: similarity[a:b],
+        lambda a, b: similarity[:, a:b].T,
+        similarity.shape[0],
+        text_image,
+        ks,
+        chunk_size,
     )
 
 

@@ -35,7 +35,9 @@ def evaluate_retrieval(
     Similarities are computed chunk by chunk on the model's device, so the full matrix is never held.
     """
     start = time.perf_counter()
-    images = encode_images(model, processor, dataset.image_paths, batch_size=batch_size, cache=cache, progress=progress)
+    images = encode_images(
+        model, processor, dataset.image_paths, batch_size=batch_size, cache=cache, progress=progress
+    )
     texts = encode_texts(
         model, processor, dataset.texts, batch_size=batch_size, cache=cache, progress=progress, text_kwargs=text_kwargs
     )
@@ -118,7 +120,9 @@ def evaluate_folders(
         own = dict(text_kwargs or {}) if has_own_encoders(model) else None
         name = names[index] if names is not None else str(Path(folder).expanduser())
         for dataset in datasets:
-            results.append(evaluate(model, processor, dataset, cache=cache, text_kwargs=own, model_name=name, **kwargs))
+            results.append(
+                evaluate(model, processor, dataset, cache=cache, text_kwargs=own, model_name=name, **kwargs)
+            )
         del model, processor
     return results
 

@@ -128,7 +128,9 @@ def evaluate_zeroshot(
     texts = encode_texts(
         model, processor, prompts, batch_size=batch_size, cache=cache, progress=progress, text_kwargs=text_kwargs
     )
-    images = encode_images(model, processor, dataset.image_paths, batch_size=batch_size, cache=cache, progress=progress)
+    images = encode_images(
+        model, processor, dataset.image_paths, batch_size=batch_size, cache=cache, progress=progress
+    )
     classes = class_embeddings(texts.embeddings, len(dataset.class_names))
     accuracy = topk_accuracy(images.embeddings @ classes.T, dataset.labels, ks)
     settings = {"batch_size": batch_size, "text_kwargs": dict(text_kwargs or {}), "templates": len(templates)}

@@ -50,7 +50,12 @@ def write_sentence_transformers_files(folder: str | Path, model, processor) -> N
         "module_output_name": SENTENCE_EMBEDDING,
         "max_seq_length": text_length(model, processor),
     }
-    package = {"model_type": "SentenceTransformer", "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    package = {
+        "model_type": "SentenceTransformer",
+        "prompts": {},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    }
     normalize = {"module_input_name": SENTENCE_EMBEDDING, "module_output_name": SENTENCE_EMBEDDING}
     (folder / "1_Normalize").mkdir(exist_ok=True)
     for name, data in [

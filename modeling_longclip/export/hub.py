@@ -49,10 +49,21 @@ JUNK_PATTERNS = [".git/*", "*/.git/*", "__pycache__/*", "*/__pycache__/*", "*.py
 # scaler, DeepSpeed's `global_step*/` shards with their `latest` tag and `zero_to_fp32.py`, FSDP's optimizer shards.
 # None of it is needed to use the model; it stays home unless `include_training_state=True`.
 TRAINING_STATE_PATTERNS = [
-    "optimizer.pt", "optimizer.bin", "scheduler.pt", "scheduler.bin", "scaler.pt", "rng_state*.pth",
-    "random_states_*.pkl", "training_args.bin", "trainer_state.json", "latest", "zero_to_fp32.py",
-    "global_step*/*", "optimizer_*/*",
-]  # fmt: skip
+    "optimizer.pt",
+    "optimizer.bin",
+    "scheduler.pt",
+    "scheduler.bin",
+    "scaler.pt",
+    "rng_state*.pth",
+    "random_states_*.pkl",
+    "training_args.bin",
+    "trainer_state.json",
+    "latest",
+    "zero_to_fp32.py",
+    "global_step*/*",
+    "optimizer_*/*",
+]
+
 
 class HubUnreachableError(LongCLIPError, RuntimeError):
     """The Hub cannot be reached (offline mode, refused connection, timeout); said once, without a traceback."""

@@ -30,7 +30,9 @@ RELATIVE_TOLERANCE = 1e-4
 # Traced with two padded captions; checked with three others (another batch size and length, one past CLIP's 77
 # tokens) and one alone (no padding).
 TRACE_TEXTS = ("a red car parked next to a green tree", "two dogs")
-_HARBOUR = "a wide photograph of a busy harbour at dawn, fishing boats moored along a wooden pier, gulls above the masts. "
+_HARBOUR = (
+    "a wide photograph of a busy harbour at dawn, fishing boats moored along a wooden pier, gulls above the masts. "
+)
 CHECK_TEXTS = (
     ("a bowl of fruit", _HARBOUR * 4, "a cat on a sofa"),
     ("a lighthouse with a green lantern stands on the rocks at the far left of the bay",),
@@ -101,12 +103,20 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
     with warnings.catch_warnings():  # the tracer's notes on shape-dependent Python code that it keeps symbolic
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, str(path), input_names=list(input_names), output_names=[output_name],
-            dynamic_axes=axes, opset_version=OPSET, dynamo=False,
-        )  # fmt: skip
+            module,
+            args,
+            str(path),
+            input_names=list(input_names),
+            output_names=[output_name],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
 
 
-def _check(path: Path, module: nn.Module, batches: list[dict[str, torch.Tensor]], name: str, output: str) -> GraphCheck:
+def _check(
+    path: Path, module: nn.Module, batches: list[dict[str, torch.Tensor]], name: str, output: str
+) -> GraphCheck:
     import onnx
     import onnxruntime
 
@@ -134,7 +144,9 @@ def export_onnx(folder: str | Path, overwrite: bool = False) -> list[GraphCheck]
         raise ExportError(f"{folder} is not a model folder (no config.json).")
     output = ensure_writable(folder / ONNX_FOLDER, overwrite)
     try:
-        model = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32, attn_implementation="eager")
+        model = AutoModel.from_pretrained(
+            folder, trust_remote_code=True, dtype=torch.float32, attn_implementation="eager"
+        )
         processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     except (OSError, ValueError) as error:  # unreadable weights, unknown model type, missing tokenizer: one line
         raise ExportError(f"{folder}: cannot load the model or its processor ({error}).") from None
@@ -151,7 +163,14 @@ def export_onnx(folder: str | Path, overwrite: bool = False) -> list[GraphCheck]
     with atomic_folder(output, overwrite) as staging:
         text_path, vision_path = staging / "text_model.onnx", staging / "vision_model.onnx"
         _export(text, tuple(trace_text.values()), text_path, names, "text_features", sequence=True)
-        _export(image, (_image_batch(processor, 2, seed=0),), vision_path, ("pixel_values",), "image_features", sequence=False)
+        _export(
+            image,
+            (_image_batch(processor, 2, seed=0),),
+            vision_path,
+            ("pixel_values",),
+            "image_features",
+            sequence=False,
+        )
         checks = [
             _check(text_path, text, text_batches, "text_model.onnx", "text_features"),
             _check(vision_path, image, image_batches, "vision_model.onnx", "image_features"),
@@ -170,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Export a model folder's text and image feature paths to FOLDER/onnx/{text,vision}_model.onnx, "
         "checked with onnxruntime against PyTorch before anything is kept.",
     )
-    parser.add_argument("folder", help="a converted or fine-tuned model folder (Long-CLIP, stock CLIP, LLM2CLIP, ProCLIP)")
+    parser.add_argument(
+        "folder", help="a converted or fine-tuned model folder (Long-CLIP, stock CLIP, LLM2CLIP, ProCLIP)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing FOLDER/onnx")
     args = parser.parse_args(argv)
     checks = export_onnx(args.folder, overwrite=args.overwrite)

@@ -185,9 +185,17 @@ def stretch_text_encoder(
             with atomic_folder(tokenizer_output, overwrite) as tokenizer_staging:
                 text_tokenizer.save_pretrained(tokenizer_staging)
     return StretchReport(
-        model_class.__name__, model.state_dict()[key].shape[0], positions, keep, ratio, exact_fp16,
-        str(stretched.dtype).removeprefix("torch."), difference, output, tokenizer_output,
-    )  # fmt: skip
+        model_class.__name__,
+        model.state_dict()[key].shape[0],
+        positions,
+        keep,
+        ratio,
+        exact_fp16,
+        str(stretched.dtype).removeprefix("torch."),
+        difference,
+        output,
+        tokenizer_output,
+    )
 
 
 @command(kept="nothing was written")
@@ -207,10 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     args = parser.parse_args(argv)
     report = stretch_text_encoder(
-        args.source, args.output, keep=args.keep, ratio=args.ratio, exact_fp16=args.exact_fp16,
-        tokenizer=args.tokenizer, tokenizer_output=args.tokenizer_output, pad_token=args.pad_token,
+        args.source,
+        args.output,
+        keep=args.keep,
+        ratio=args.ratio,
+        exact_fp16=args.exact_fp16,
+        tokenizer=args.tokenizer,
+        tokenizer_output=args.tokenizer_output,
+        pad_token=args.pad_token,
         overwrite=args.overwrite,
-    )  # fmt: skip
+    )
     print("\n".join(report.lines()))
     return 0
 

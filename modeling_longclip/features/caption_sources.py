@@ -20,7 +20,9 @@ def load_caption_table(path: str | Path):
         try:
             loaded = datasets.load_from_disk(str(path))
         except Exception as error:  # noqa: BLE001 - any unreadable folder: one clear message
-            raise DataError(f"{path}: not a dataset saved with save_to_disk ({type(error).__name__}: {error}).") from None
+            raise DataError(
+                f"{path}: not a dataset saved with save_to_disk ({type(error).__name__}: {error})."
+            ) from None
         if isinstance(loaded, datasets.DatasetDict):
             splits = list(loaded)
             if "train" in loaded:
@@ -47,7 +49,9 @@ class CaptionSource:
     them (the template alone, its end-of-turn token pooled); only missing (null) captions are left out.
     """
 
-    def __init__(self, dataset, caption_columns: Sequence[str], id_column: str | None, derive_short: bool, source: str):
+    def __init__(
+        self, dataset, caption_columns: Sequence[str], id_column: str | None, derive_short: bool, source: str
+    ):
         self.dataset, self.caption_columns, self.id_column = dataset, list(caption_columns), id_column
         self.derive_short, self.source = derive_short, source
         self._length: int | None = None

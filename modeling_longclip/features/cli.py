@@ -30,18 +30,33 @@ def build_parser() -> argparse.ArgumentParser:
         "embeddings (sharded safetensors + index.json). Rerunning the same command resumes an interrupted run.",
     )
     parser.add_argument("--model", required=True, help="saved LLM2CLIP / ProCLIP folder (AutoModel + AutoProcessor)")
-    parser.add_argument("--captions", required=True, help="JSON lines / JSON / CSV / TSV / Parquet, or a save_to_disk folder")
-    parser.add_argument("--output", required=True, help="cache folder (created; resumed when it holds this model's cache)")
-    parser.add_argument("--caption-column", action="append", dest="caption_columns",
-                        help="column with captions; repeat for several (default: caption)")  # fmt: skip
+    parser.add_argument(
+        "--captions", required=True, help="JSON lines / JSON / CSV / TSV / Parquet, or a save_to_disk folder"
+    )
+    parser.add_argument(
+        "--output", required=True, help="cache folder (created; resumed when it holds this model's cache)"
+    )
+    parser.add_argument(
+        "--caption-column",
+        action="append",
+        dest="caption_columns",
+        help="column with captions; repeat for several (default: caption)",
+    )
     parser.add_argument("--id-column", help="column with caption ids to use as keys (default: SHA-1 of the caption)")
-    parser.add_argument("--derive-short-captions", action="store_true",
-                        help="also encode each caption's short caption (the text before its first '. ')")  # fmt: skip
+    parser.add_argument(
+        "--derive-short-captions",
+        action="store_true",
+        help="also encode each caption's short caption (the text before its first '. ')",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=10_000, help="captions per shard (default: %(default)s)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                        help="text tower dtype (auto: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", *DTYPES),
+        default="auto",
+        help="text tower dtype (auto: bfloat16 on CUDA, float32 on CPU)",
+    )
     parser.add_argument("--storage-dtype", choices=tuple(DTYPES), default="float32", help="dtype of the stored rows")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache already in --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,7 +80,9 @@ def load_model(model_dir: Path, device: str, dtype: torch.dtype, progress: bool 
         if bars:
             transformers_logging.enable_progress_bar()
     if not hasattr(model, "encode_llm"):
-        raise DataError(f"{model_dir}: a {type(model).__name__} has no encode_llm; the cache is for LLM2CLIP / ProCLIP.")
+        raise DataError(
+            f"{model_dir}: a {type(model).__name__} has no encode_llm; the cache is for LLM2CLIP / ProCLIP."
+        )
     model.eval()
     text_tower(model).to(device)  # only the text tower runs: the image tower stays where it was loaded
     return model, processor

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..common.files import atomic_write
 from ..embedding import length_order
 from .fingerprint import describe_differences, fingerprint_differences, model_fingerprint, text_tower
 from .store import (
@@ -28,7 +29,6 @@ from .store import (
     shard_name,
     write_index,
 )
-from ..common.files import atomic_write
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -65,7 +65,9 @@ def _compute_context(model, device: torch.device, dtype: torch.dtype | None):
         return contextlib.nullcontext()
     if weights == torch.float32 and dtype in (torch.bfloat16, torch.float16):
         return torch.autocast(device.type, dtype=dtype)
-    raise ValueError(f"cannot compute in {dtype} with a text model loaded in {weights}: load it in {dtype} or float32.")
+    raise ValueError(
+        f"cannot compute in {dtype} with a text model loaded in {weights}: load it in {dtype} or float32."
+    )
 
 
 def _encode_batch(model, processor, texts: list[str], device: torch.device, context) -> torch.Tensor:
@@ -115,7 +117,9 @@ def run_extraction(
     else:
         device = parameter.device if parameter is not None else torch.device("cpu")
     context = _compute_context(model, device, compute_dtype)
-    dtype_name = str(compute_dtype or (parameter.dtype if parameter is not None else torch.float32)).replace("torch.", "")
+    dtype_name = str(compute_dtype or (parameter.dtype if parameter is not None else torch.float32)).replace(
+        "torch.", ""
+    )
 
     fingerprint = model_fingerprint(model, processor)
     index = read_index(output_dir)
@@ -201,7 +205,9 @@ def run_extraction(
     return stats
 
 
-def extract_text_features(model, processor, captions: Iterable[tuple[str, str]], output_dir: str | Path, **options) -> Path:
+def extract_text_features(
+    model, processor, captions: Iterable[tuple[str, str]], output_dir: str | Path, **options
+) -> Path:
     """Encode `captions` ((key, text) pairs) with `model.encode_llm` into the feature cache at `output_dir`.
 
     Captions are taken `shard_size` at a time (keys already cached, and repeated keys, are skipped), encoded in

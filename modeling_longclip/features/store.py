@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .fingerprint import describe_differences, fingerprint_differences, model_fingerprint
 from ..common.errors import LongCLIPError
 from ..common.files import TEMP_SUFFIX, atomic_write
+from .fingerprint import describe_differences, fingerprint_differences, model_fingerprint
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = 2

@@ -39,7 +39,12 @@ class SkipCounts:
                 return
             self._named.value += 1
             last = self._named.value == NAMED_SKIPS
-        logger.warning("skipped a row: %s %s%s", reason.replace("_", " "), what, " (further skips are only counted)" if last else "")
+        logger.warning(
+            "skipped a row: %s %s%s",
+            reason.replace("_", " "),
+            what,
+            " (further skips are only counted)" if last else "",
+        )
 
     def add(self, skipped: dict[str, int]) -> None:
         with self._counts.get_lock():
@@ -123,7 +128,8 @@ class ImageCaptionCollator:
         if not tried:
             raise DataError(f"{source}: no rows to train on.")
         raise DataError(
-            f"{source}: none of the first {tried} rows has a loadable image and a caption (" + "; ".join(failures)
+            f"{source}: none of the first {tried} rows has a loadable image and a caption ("
+            + "; ".join(failures)
             + (f"; ... {tried - len(failures)} more" if tried > len(failures) else "")
             + f"); check --image_root{f' ({self.image_root})' if self.image_root else ''} and the image column."
         )

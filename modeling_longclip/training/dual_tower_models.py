@@ -19,7 +19,13 @@ from transformers.utils import ModelOutput
 
 from ..contrastive import contrastive_loss
 from ..embedding import pooled_features
-from .losses import distillation_loss, instance_distillation_loss, regularizer_weights, simcse_loss, structure_distillation_loss
+from .losses import (
+    distillation_loss,
+    instance_distillation_loss,
+    regularizer_weights,
+    simcse_loss,
+    structure_distillation_loss,
+)
 
 
 @dataclass
@@ -56,8 +62,17 @@ class CaptionContrastiveModel(_Wrapper):
         super().__init__()
         self.model, self.scale = model, scale
 
-    def forward(self, input_ids, attention_mask, pooling_mask, positive_input_ids, positive_attention_mask,
-                positive_pooling_mask, return_loss=True, **kwargs) -> StageOutput:  # fmt: skip
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        pooling_mask,
+        positive_input_ids,
+        positive_attention_mask,
+        positive_pooling_mask,
+        return_loss=True,
+        **kwargs,
+    ) -> StageOutput:
         anchors = self.model.encode_llm(input_ids, attention_mask, pooling_mask)
         positives = self.model.encode_llm(positive_input_ids, positive_attention_mask, positive_pooling_mask)
         return StageOutput(loss=simcse_loss(anchors, positives, self.scale))
@@ -76,27 +91,47 @@ class AdapterDistillationModel(_Wrapper):
         freeze_all_but(self.model, self.model.text_adapter)
         self.teacher.requires_grad_(False)
 
-    def _student_and_target(self, teacher_input_ids, teacher_attention_mask, input_ids, attention_mask, pooling_mask,
-                            text_embeds):  # fmt: skip
+    def _student_and_target(
+        self, teacher_input_ids, teacher_attention_mask, input_ids, attention_mask, pooling_mask, text_embeds
+    ):
         with torch.no_grad():
-            target = pooled_features(self.teacher.get_text_features(input_ids=teacher_input_ids, attention_mask=teacher_attention_mask))
+            target = pooled_features(
+                self.teacher.get_text_features(input_ids=teacher_input_ids, attention_mask=teacher_attention_mask)
+            )
             if text_embeds is None:
                 text_embeds = self.model.encode_llm(input_ids, attention_mask, pooling_mask)
         return pooled_features(self.model.get_text_features(text_embeds=text_embeds)), target
 
-    def forward(self, teacher_input_ids, teacher_attention_mask, input_ids=None, attention_mask=None,
-                pooling_mask=None, text_embeds=None, long_teacher_input_ids=None, long_teacher_attention_mask=None,
-                long_input_ids=None, long_attention_mask=None, long_pooling_mask=None, long_text_embeds=None,
-                return_loss=True, **kwargs) -> StageOutput:  # fmt: skip
+    def forward(
+        self,
+        teacher_input_ids,
+        teacher_attention_mask,
+        input_ids=None,
+        attention_mask=None,
+        pooling_mask=None,
+        text_embeds=None,
+        long_teacher_input_ids=None,
+        long_teacher_attention_mask=None,
+        long_input_ids=None,
+        long_attention_mask=None,
+        long_pooling_mask=None,
+        long_text_embeds=None,
+        return_loss=True,
+        **kwargs,
+    ) -> StageOutput:
         student, target = self._student_and_target(
             teacher_input_ids, teacher_attention_mask, input_ids, attention_mask, pooling_mask, text_embeds
         )
         loss = distillation_loss(student, target, self.structure_form)
         if long_teacher_input_ids is not None:
             student, target = self._student_and_target(
-                long_teacher_input_ids, long_teacher_attention_mask, long_input_ids, long_attention_mask,
-                long_pooling_mask, long_text_embeds,
-            )  # fmt: skip
+                long_teacher_input_ids,
+                long_teacher_attention_mask,
+                long_input_ids,
+                long_attention_mask,
+                long_pooling_mask,
+                long_text_embeds,
+            )
             loss = loss + instance_distillation_loss(student, target)
         return StageOutput(loss=loss)
 
@@ -108,15 +143,29 @@ class EMATeacherContrastiveModel(_Wrapper):
     The teacher is updated after every optimizer step (`update_teacher`, called by EMATeacherCallback).
     """
 
-    def __init__(self, model, decay: float = 0.999, reg_weight: float = 4e-4, reference_batch: int | None = 512,
-                 structure_form: str = "smooth_l1", max_logit_scale: float = math.log(100.0)):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        decay: float = 0.999,
+        reg_weight: float = 4e-4,
+        reference_batch: int | None = 512,
+        structure_form: str = "smooth_l1",
+        max_logit_scale: float = math.log(100.0),
+    ):
         super().__init__()
         self.model, self.decay, self.reg_weight = model, decay, reg_weight
-        self.reference_batch, self.structure_form, self.max_logit_scale = reference_batch, structure_form, max_logit_scale
+        self.reference_batch, self.structure_form, self.max_logit_scale = (
+            reference_batch,
+            structure_form,
+            max_logit_scale,
+        )
         freeze_all_but(self.model, self.model.vision_model, self.model.visual_projection, self.model.text_adapter)
         self.model.logit_scale.requires_grad_(True)
         self.teacher = nn.ModuleDict(
-            {"vision_model": copy.deepcopy(model.vision_model), "visual_projection": copy.deepcopy(model.visual_projection)}
+            {
+                "vision_model": copy.deepcopy(model.vision_model),
+                "visual_projection": copy.deepcopy(model.visual_projection),
+            }
         ).eval()
         self.teacher.requires_grad_(False)
 
@@ -132,8 +181,16 @@ class EMATeacherContrastiveModel(_Wrapper):
         for name, teacher_param in self.teacher.named_parameters():
             teacher_param.mul_(self.decay).add_(student[name].detach().to(teacher_param.dtype), alpha=1 - self.decay)
 
-    def forward(self, pixel_values, input_ids=None, attention_mask=None, pooling_mask=None, text_embeds=None,
-                return_loss=True, **kwargs) -> StageOutput:  # fmt: skip
+    def forward(
+        self,
+        pixel_values,
+        input_ids=None,
+        attention_mask=None,
+        pooling_mask=None,
+        text_embeds=None,
+        return_loss=True,
+        **kwargs,
+    ) -> StageOutput:
         image = F.normalize(pooled_features(self.model.get_image_features(pixel_values=pixel_values)), dim=-1)
         text = pooled_features(self.model.get_text_features(input_ids, attention_mask, pooling_mask, text_embeds))
         text = F.normalize(text, dim=-1)

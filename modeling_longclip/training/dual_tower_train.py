@@ -27,6 +27,8 @@ from pathlib import Path
 
 from transformers import AutoModel, AutoTokenizer, TrainingArguments, set_seed
 
+from ..common.cli import DataclassArgumentParser, command
+from ..common.errors import DataError
 from ..common.folders import validate_model_folder
 from ..export.cards import render_model_card
 from ..export.folder import write_sentence_transformers_files
@@ -34,16 +36,14 @@ from ..modeling_llm2clip import LLM2CLIPModel
 from ..modeling_proclip import ProCLIPModel
 from ..processing_llm2clip import LLM2CLIPProcessor
 from .collator import DISTILL_CAPTIONS, CaptionPairCollator, DistillationCollator, ImageCaptionCollator
-from ..common.cli import DataclassArgumentParser, command
-from ..common.errors import DataError
 from .dual_tower_models import AdapterDistillationModel, CaptionContrastiveModel, EMATeacherContrastiveModel
 from .longclip_train import DataArguments, data_source, load_training_data
 from .losses import STRUCTURE_FORMS
 from .trainer import (
+    WARMUP_CONVENTIONS,
     CollatorEpochCallback,
     ContrastiveTrainer,
     EMATeacherCallback,
-    WARMUP_CONVENTIONS,
     LogitScaleClampCallback,
     finish_distributed,
 )
@@ -60,9 +60,12 @@ class DualTowerArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "Stage 1 (LLM2CLIP): LoRA dropout."})
     simcse_scale: float = field(default=50.0, metadata={"help": "Stage 1 (LLM2CLIP): cosine-similarity scale."})
     merge_lora: bool = field(
-        default=True, metadata={"help": "Stage 1 (LLM2CLIP): merge LoRA into the text model (the adapter weights are "
-                                "also saved under text_model_lora/)."}
-    )  # fmt: skip
+        default=True,
+        metadata={
+            "help": "Stage 1 (LLM2CLIP): merge LoRA into the text model (the adapter weights are "
+            "also saved under text_model_lora/)."
+        },
+    )
     vision_layer_decay: float | None = field(
         default=None, metadata={"help": "Stage 2 (LLM2CLIP): layer-wise lr decay over the ViT, e.g. 0.85."}
     )
@@ -72,21 +75,30 @@ class DualTowerArguments:
     structure_loss: str = field(default="smooth_l1", metadata={"help": f"ProCLIP structure term: {STRUCTURE_FORMS}."})
     distill_captions: str = field(
         default="both",
-        metadata={"choices": DISTILL_CAPTIONS, "help": "Stage 1 (ProCLIP): both: instance term on the short and the "
-                  "long caption of each sample, structure term on the short ones (the authors' code); random: one of "
-                  "the two per sample, both terms on it."},
-    )  # fmt: skip
+        metadata={
+            "choices": DISTILL_CAPTIONS,
+            "help": "Stage 1 (ProCLIP): both: instance term on the short and the "
+            "long caption of each sample, structure term on the short ones (the authors' code); random: one of "
+            "the two per sample, both terms on it.",
+        },
+    )
     warmup_convention: str = field(
         default="authors",
-        metadata={"choices": WARMUP_CONVENTIONS, "help": "authors: step k warms up at lr x (k + 1) / warmup, as the "
-                  "open_clip-style schedulers of both authors' code; transformers: k / warmup (step 0 at lr 0)."},
-    )  # fmt: skip
+        metadata={
+            "choices": WARMUP_CONVENTIONS,
+            "help": "authors: step k warms up at lr x (k + 1) / warmup, as the "
+            "open_clip-style schedulers of both authors' code; transformers: k / warmup (step 0 at lr 0).",
+        },
+    )
     ema_decay: float = field(default=0.999, metadata={"help": "Stage 2 (ProCLIP): EMA decay of the image teacher."})
     reg_weight: float = field(default=4e-4, metadata={"help": "Stage 2 (ProCLIP): self-distillation weight."})
     reg_reference_batch: int = field(
-        default=512, metadata={"help": "Stage 2 (ProCLIP): local batch the weight was tuned for (sum reductions); "
-                               "each term is rescaled to keep its per-element weight. 0: use the weight as is."}
-    )  # fmt: skip
+        default=512,
+        metadata={
+            "help": "Stage 2 (ProCLIP): local batch the weight was tuned for (sum reductions); "
+            "each term is rescaled to keep its per-element weight. 0: use the weight as is."
+        },
+    )
 
 
 @dataclass
@@ -127,7 +139,10 @@ class ProCLIPContrastiveArguments(TrainingArguments):
 
 
 STAGES = {
-    ("llm2clip", "1"): ("caption-contrastive fine-tuning of the text model (LoRA, SimCSE)", LLM2CLIPCaptionContrastiveArguments),
+    ("llm2clip", "1"): (
+        "caption-contrastive fine-tuning of the text model (LoRA, SimCSE)",
+        LLM2CLIPCaptionContrastiveArguments,
+    ),
     ("llm2clip", "2"): ("CLIP training with the text model frozen", LLM2CLIPContrastiveArguments),
     ("proclip", "1"): ("adapter distillation from a CLIP text tower", ProCLIPDistillationArguments),
     ("proclip", "2"): ("contrastive tuning with an EMA image teacher", ProCLIPContrastiveArguments),
@@ -153,9 +168,13 @@ def build_stage(family: str, stage: str, args: DualTowerArguments, model, proces
         from peft import LoraConfig, get_peft_model
 
         if args.text_features:
-            raise DataError("llm2clip-train --stage 1 trains the text model itself: cached text features do not apply.")
+            raise DataError(
+                "llm2clip-train --stage 1 trains the text model itself: cached text features do not apply."
+            )
 
-        lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules="all-linear")
+        lora = LoraConfig(
+            r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules="all-linear"
+        )
         model.requires_grad_(False)
         model.text_model = get_peft_model(model.text_model, lora)
         return CaptionContrastiveModel(model, args.simcse_scale), CaptionPairCollator(processor), []
@@ -169,9 +188,13 @@ def build_stage(family: str, stage: str, args: DualTowerArguments, model, proces
             raise DataError(
                 f"the teacher embeds in {teacher.config.projection_dim} dims, the ProCLIP model in {model.config.projection_dim}."
             )
-        collator = DistillationCollator(processor, teacher_tokenizer, cache, seed=training_args.seed, captions=args.distill_captions)
+        collator = DistillationCollator(
+            processor, teacher_tokenizer, cache, seed=training_args.seed, captions=args.distill_captions
+        )
         return AdapterDistillationModel(model, teacher, args.structure_loss), collator, []
-    collator = ImageCaptionCollator(processor, None, short_captions="random", text_features=cache, seed=training_args.seed)
+    collator = ImageCaptionCollator(
+        processor, None, short_captions="random", text_features=cache, seed=training_args.seed
+    )
     if family == "llm2clip":
         model.text_model.requires_grad_(False)
         return model, collator, [LogitScaleClampCallback()]
@@ -181,7 +204,9 @@ def build_stage(family: str, stage: str, args: DualTowerArguments, model, proces
     return wrapper, collator, [EMATeacherCallback(), LogitScaleClampCallback()]
 
 
-def _export(family: str, stage: str, trainable, processor, args: DualTowerArguments, data_args, training_args, steps: int):
+def _export(
+    family: str, stage: str, trainable, processor, args: DualTowerArguments, data_args, training_args, steps: int
+):
     model = trainable.exportable() if hasattr(trainable, "exportable") else trainable
     output = Path(training_args.output_dir)
     if (family, stage) == ("llm2clip", "1"):

@@ -18,13 +18,6 @@ from pathlib import Path
 from transformers import CLIPModel, CLIPProcessor, TrainingArguments, set_seed
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from ..common.cli import DataclassArgumentParser, command
-from ..common.folders import validate_model_folder
-from ..export.cards import render_model_card
-from ..export.folder import write_sentence_transformers_files
-from ..modeling_longclip import LongCLIPModel
-from ..processing_longclip import LongCLIPProcessor
-from .collator import ImageCaptionCollator
 from ..common.caption_data import (
     DATASET_FORMATS,
     DataError,
@@ -33,6 +26,13 @@ from ..common.caption_data import (
     load_sharegpt4v,
     load_webdataset,
 )
+from ..common.cli import DataclassArgumentParser, command
+from ..common.folders import validate_model_folder
+from ..export.cards import render_model_card
+from ..export.folder import write_sentence_transformers_files
+from ..modeling_longclip import LongCLIPModel
+from ..processing_longclip import LongCLIPProcessor
+from .collator import ImageCaptionCollator
 from .trainer import (
     DECAY_CONVENTIONS,
     WARMUP_CONVENTIONS,
@@ -56,9 +56,11 @@ class ModelArguments:
     stretch_ratio: int = field(default=4, metadata={"help": "Stretch ratio: keep + (77 - keep) * ratio positions."})
     exact_fp16: bool = field(
         default=True,
-        metadata={"help": "Stretch in fp16 with the authors' operation order (load_from_clip; bit-exact with their "
-                  "tables). --no_exact_fp16: the same formulas in fp32 (differs by ~1e-4)."},
-    )  # fmt: skip
+        metadata={
+            "help": "Stretch in fp16 with the authors' operation order (load_from_clip; bit-exact with their "
+            "tables). --no_exact_fp16: the same formulas in fp32 (differs by ~1e-4)."
+        },
+    )
     logit_scale_init: float = field(default=4.6052, metadata={"help": "logit_scale after stretching (ln 100)."})
     pca_components: int | None = field(default=None, metadata={"help": "Override the config's PCA components."})
     short_caption_loss_weight: float | None = field(default=None, metadata={"help": "Override the short-term weight."})
@@ -71,7 +73,9 @@ class DataArguments:
     train_file: str | None = field(default=None, metadata={"help": "JSON lines / JSON / CSV, or the ShareGPT4V json."})
     dataset_format: str = field(default="auto", metadata={"help": f"One of {DATASET_FORMATS}."})
     train_dir: str | None = field(default=None, metadata={"help": "An imagefolder with metadata.jsonl."})
-    train_shards: str | None = field(default=None, metadata={"help": 'Webdataset shards, e.g. "data/{00000..00099}.tar".'})
+    train_shards: str | None = field(
+        default=None, metadata={"help": 'Webdataset shards, e.g. "data/{00000..00099}.tar".'}
+    )
     image_root: str | None = field(default=None, metadata={"help": "Folder that relative image paths start from."})
     image_column: str = field(default="image")
     caption_column: str = field(default="caption")
@@ -92,22 +96,30 @@ class LongCLIPTrainingArguments(TrainingArguments):
     max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (authors: none, 0)."})
     decay_convention: str = field(
         default="authors",
-        metadata={"choices": DECAY_CONVENTIONS, "help": "authors: weight decay on every trainable tensor, one AdamW "
-                  "group (the frozen position rows are written back after each step); trainer: transformers' groups "
-                  "(no decay on biases, LayerNorms, position tables and logit_scale)."},
-    )  # fmt: skip
+        metadata={
+            "choices": DECAY_CONVENTIONS,
+            "help": "authors: weight decay on every trainable tensor, one AdamW "
+            "group (the frozen position rows are written back after each step); trainer: transformers' groups "
+            "(no decay on biases, LayerNorms, position tables and logit_scale).",
+        },
+    )
     warmup_convention: str = field(
         default="authors",
-        metadata={"choices": WARMUP_CONVENTIONS, "help": "authors: warmup step k runs at lr x (k + 1) / warmup_steps; "
-                  "transformers: at lr x k / warmup_steps (the first step at 0)."},
-    )  # fmt: skip
+        metadata={
+            "choices": WARMUP_CONVENTIONS,
+            "help": "authors: warmup step k runs at lr x (k + 1) / warmup_steps; "
+            "transformers: at lr x k / warmup_steps (the first step at 0).",
+        },
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep raw columns: the collator needs them."})
 
 
 def build_model_and_processor(args: ModelArguments):
     if args.stretch_from_clip:
         clip = CLIPModel.from_pretrained(args.model_name_or_path, attn_implementation=args.attn_implementation)
-        model = LongCLIPModel.from_clip(clip, keep=args.keep_positions, ratio=args.stretch_ratio, exact_fp16=args.exact_fp16)
+        model = LongCLIPModel.from_clip(
+            clip, keep=args.keep_positions, ratio=args.stretch_ratio, exact_fp16=args.exact_fp16
+        )
         model.logit_scale.data.fill_(args.logit_scale_init)
         model.config.logit_scale_init_value = args.logit_scale_init
         clip_processor = CLIPProcessor.from_pretrained(args.model_name_or_path)  # without torchvision on every 5.x
@@ -164,7 +176,8 @@ def _card_renderer(model, model_args, data_args, training_args):
             "longclip_finetuned",
             context_length=model.config.text_config.max_position_embeddings,
             keep_positions=model.config.keep_positions,
-            base_model=f"`{model_args.model_name_or_path}`" + (" (stretched from CLIP)" if model_args.stretch_from_clip else ""),
+            base_model=f"`{model_args.model_name_or_path}`"
+            + (" (stretched from CLIP)" if model_args.stretch_from_clip else ""),
             data=f"`{Path(str(data)).name}`" if data else "unknown",
             steps=steps,
             learning_rate=training_args.learning_rate,
@@ -189,7 +202,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     model, processor = build_model_and_processor(model_args)
     render_card = _card_renderer(model, model_args, data_args, training_args)
     drop_text_masks = model.text_padding_mask_optional(processor)
-    collator = ImageCaptionCollator(processor, data_args.image_root, short_captions="pair", drop_text_masks=drop_text_masks)
+    collator = ImageCaptionCollator(
+        processor, data_args.image_root, short_captions="pair", drop_text_masks=drop_text_masks
+    )
     collator.set_fallback(dataset, source=data_source(data_args))
     trainer = ContrastiveTrainer(
         model=model,
@@ -206,7 +221,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     trainer.save_state()
     trainer.save_metrics("train", result.metrics)
     if trainer.is_world_process_zero():
-        (Path(training_args.output_dir) / "README.md").write_text(render_card(trainer.state.global_step), encoding="utf-8")
+        (Path(training_args.output_dir) / "README.md").write_text(
+            render_card(trainer.state.global_step), encoding="utf-8"
+        )
         write_sentence_transformers_files(training_args.output_dir, trainer.model, processor)
         validate_model_folder(training_args.output_dir)
     finish_distributed(trainer)

@@ -23,9 +23,9 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
 
-from ..modeling_longclip import PartiallyFrozenEmbedding
 from ..common.errors import LongCLIPError
 from ..export.folder import write_sentence_transformers_files
+from ..modeling_longclip import PartiallyFrozenEmbedding
 from .collator import SKIP_REASONS
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,14 @@ class ContrastiveTrainer(Trainer):
     "authors" (one group, every trainable tensor decayed; pair it with FrozenRowsCallback so decoupled decay cannot
     shrink frozen rows). warmup_convention: "transformers" (factor k / warmup) or "authors" ((k + 1) / warmup)."""
 
-    def __init__(self, *args, vision_layer_decay: float | None = None, decay_convention: str = "trainer",
-                 warmup_convention: str = "transformers", **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *args,
+        vision_layer_decay: float | None = None,
+        decay_convention: str = "trainer",
+        warmup_convention: str = "transformers",
+        **kwargs,
+    ):
         if decay_convention not in DECAY_CONVENTIONS:
             raise ValueError(f"decay_convention must be one of {DECAY_CONVENTIONS}, got {decay_convention!r}.")
         if warmup_convention not in WARMUP_CONVENTIONS:
@@ -109,8 +115,10 @@ class ContrastiveTrainer(Trainer):
                 groups.setdefault(key, []).append(param)
         self.optimizer = torch.optim.AdamW(
             [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()],
-            lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
-        )  # fmt: skip
+            lr=self.args.learning_rate,
+            betas=(self.args.adam_beta1, self.args.adam_beta2),
+            eps=self.args.adam_epsilon,
+        )
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -125,7 +133,9 @@ class ContrastiveTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         skips = getattr(self.data_collator, "skips", None)
-        local = torch.tensor(skips.totals() if skips is not None else [0] * len(SKIP_REASONS), device=self.accelerator.device)
+        local = torch.tensor(
+            skips.totals() if skips is not None else [0] * len(SKIP_REASONS), device=self.accelerator.device
+        )
         totals = self.accelerator.reduce(local, reduction="sum")
         logs.update({f"skipped_{reason}": int(count) for reason, count in zip(SKIP_REASONS, totals.tolist())})
         super().log(logs, start_time)
