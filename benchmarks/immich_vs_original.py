@@ -5,8 +5,9 @@
 
 immich reads the export with its own front end (`longclip-export immich` checks that, on inputs where both agree,
 the directory gives the folder's embeddings): text is only whitespace-joined before `tokenizers` (no ftfy, no HTML
-unescaping; the tokenizer.json lower-cases and NFC-normalizes), and images are cropped at `int(n / 2 - size / 2)`
-(floored) where torchvision's CenterCrop rounds, after a resize whose long side is `int(long / short * size)`.
+unescaping; the exported tokenizer.json does ftfy's character fixes, NFC and lower-casing in its normalizer), and
+images are cropped at `int(n / 2 - size / 2)` (floored) where torchvision's CenterCrop rounds, after a resize whose
+long side is `int(long / short * size)`.
 
 On hard captions (tests/test_text_cleaning.py: HTML entities, ligatures, full-width letters, curly quotes, mojibake,
 ...) and real photos (skimage.data, scikit-learn's sample images, at their own sizes and at common camera aspect

@@ -10,7 +10,7 @@ for an OpenCLIP-style CLIP model.
 
 How immich reads it (its `immich_ml/models/clip/textual.py`, `visual.py`, `transforms.py`): text is whitespace-joined
 (no ftfy, no HTML unescaping), tokenized by `tokenizers` with padding and truncation to `text_cfg.context_length`,
-and run as `text`; images are decoded to RGB, resized with PIL (short side to `size`, long side
+and run as `text` (the exported tokenizer.json's normalizer does ftfy's character fixes, see `ftfy_character_fixes`); images are decoded to RGB, resized with PIL (short side to `size`, long side
 `int(long / short * size)`, the filter named by `interpolation`), cropped at `int(n / 2 - size / 2)`, scaled to [0, 1]
 and normalized, and run as `image`. `immich_text_ids` / `immich_pixels` below do the same, and before anything is kept
 the staged directory is run that way with onnxruntime and must agree with the folder's PyTorch features (captions past
@@ -33,6 +33,7 @@ from torch import nn
 from ..common.errors import ConversionError
 from ..common.files import atomic_folder, ensure_writable
 from ..common.loading import check_model_folder, load_model_folder
+from ..tokenization_longclip import clean_caption
 from .onnx import RELATIVE_TOLERANCE, GraphCheck, _check, _export
 from .open_clip import OPEN_CLIP_FAMILIES, open_clip_model_config, open_clip_preprocess_config, refuse_inexpressible
 
@@ -43,6 +44,7 @@ _LLM_TEXT_TOWER = (
 INEXPRESSIBLE = {"llm2clip": _LLM_TEXT_TOWER, "proclip": _LLM_TEXT_TOWER}
 CHECK_CAPTIONS = (
     "a photo of a cat",
+    "“Don’t” say ‘ﬁve’: ＦＵＬＬ－ＷＩＤＴＨ letters…",  # quotes, ligature, width: ftfy's fixes
     "  a red bicycle leans against a stone wall\tin a narrow street; " * 4,  # past 77 tokens, whitespace runs
     "a long walk along the harbour, past fishing boats, nets, gulls and a lighthouse at the far end, " * 12,  # > 248
 )
@@ -148,16 +150,31 @@ class ImmichReport:
         sizes = ", ".join(f"{w}x{h}" for w, h in self.image_sizes)
         return [
             *(graph.line() for graph in self.graphs),
-            f"immich path (tokenizers + onnxruntime) vs the folder: same ids on captions of {counts} tokens, "
-            f"embedding max |diff| = {self.text_max_abs_diff:.2e}",
+            f"immich path (tokenizers + onnxruntime) vs the original tokenization and the folder's PyTorch features: "
+            f"same ids on captions of {counts} tokens, embedding max |diff| = {self.text_max_abs_diff:.2e}",
             f"immich path (PIL resize + crop + normalize + onnxruntime) vs the folder on {sizes} images: embedding "
             f"max |diff| = {self.image_max_abs_diff:.2e}",
             f"wrote {self.output} (embed_dim {self.embed_dim}, context_length {self.context_length})",
         ]
 
 
+def ftfy_character_fixes() -> list:
+    """`tokenizers` normalizers doing what ftfy's character fixes do to typed text before CLIP's BPE: Latin ligatures
+    split, half- and full-width forms (and the ideographic space) to standard width, curly quotes straightened. immich
+    runs no ftfy, so these go into the exported tokenizer.json (built from ftfy's own tables); HTML entities and
+    mojibake, which typed queries do not hold, stay as immich reads them."""
+    from ftfy import chardata
+    from tokenizers import Regex, normalizers
+
+    table = {**chardata.LIGATURES, **chardata.WIDTH_MAP}
+    steps = [normalizers.Replace(chr(code), text) for code, text in sorted(table.items())]
+    steps.append(normalizers.Replace(Regex(chardata.DOUBLE_QUOTE_RE.pattern), '"'))
+    steps.append(normalizers.Replace(Regex(chardata.SINGLE_QUOTE_RE.pattern), "'"))
+    return steps
+
+
 def _write_tokenizer(processor, textual: Path, context_length: int) -> None:
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer, normalizers
 
     tokenizer = processor.tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -168,6 +185,8 @@ def _write_tokenizer(processor, textual: Path, context_length: int) -> None:
     standalone = Tokenizer.from_str(backend.to_str())
     standalone.no_padding()
     standalone.no_truncation()
+    steps = [standalone.normalizer] if standalone.normalizer is not None else []
+    standalone.normalizer = normalizers.Sequence([*ftfy_character_fixes(), *steps])
     standalone.save(str(textual / "tokenizer.json"))
     config = {
         "tokenizer_class": "CLIPTokenizer",
@@ -201,7 +220,8 @@ def check_immich_directory(directory: Path, model, processor) -> tuple[float, fl
     text_diff, counts = 0.0, []
     for caption in CHECK_CAPTIONS:
         ids = immich_text_ids(tokenizer, caption)
-        ours = processor.tokenizer([caption], truncation=True, max_length=context, return_tensors="pt")
+        # the original's cleaning first (a --format clip folder's stock tokenizer skips it; Long-CLIP's repeats it)
+        ours = processor.tokenizer([clean_caption(caption)], truncation=True, max_length=context, return_tensors="pt")
         n = ours["input_ids"].shape[1]
         if ids.shape != (1, context) or not np.array_equal(ids[0, :n], ours["input_ids"][0].numpy()):
             raise ImmichExportError(
