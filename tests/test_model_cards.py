@@ -164,7 +164,7 @@ def test_every_released_shape_names_its_base_models(entry, config, llms):
         assert metadata["license"] == LLM_LICENCES[entry["text_model"]]  # the folder holds the Llama weights
         external = card_metadata({**config, "text_model_name_or_path": "elsewhere"})
         assert external["license"] == {"llm2clip": "apache-2.0", "proclip": "mit"}[entry["family"]]
-    assert metadata["base_model"] == expected and metadata["base_model_relation"] == "finetune"
+    assert metadata["base_model"] == expected and metadata["base_model_relation"] == "finetune"  # a Hub relation
     card = ModelCard(with_metadata("---\nlibrary_name: transformers\n---\n\n# a card\n", config))
     assert card.data.base_model == expected and card.data.license in HUB_LICENSES
     assert f"{entry['family'].replace('longclip', 'long-clip')}" in card.data.tags

@@ -195,6 +195,9 @@ def test_existing_output_and_non_model_folders_are_refused(folders, tmp_path, ca
     not_a_model.mkdir()
     line = refusal_in_process(capsys, "open_clip", not_a_model, tmp_path / "out2")
     assert "not a saved model folder (no config.json)" in line
+    (not_a_model / "config.json").write_text('{"model_type": "bert"}')  # a model, but no CLIP
+    line = refusal_in_process(capsys, "open_clip", not_a_model, tmp_path / "out2")
+    assert "model_type 'bert'; the open_clip export takes longclip, clip folders" in line
     assert not (tmp_path / "out2").exists()
     with pytest.raises(SystemExit) as exit_status:  # a usage error, as argparse exits: one line, status 2
         export_main(["jax", str(folders / "longclip"), str(tmp_path / "out3")])
