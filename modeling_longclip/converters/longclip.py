@@ -202,17 +202,25 @@ def _clip_fields(model: LongCLIPModel) -> dict:
 
 
 def _load_snippet(output_format: str) -> str:
+    """The card's usage snippet, self-contained (tests run every card snippet on a converted folder)."""
     if output_format == "clip":
         return (
+            "from PIL import Image\n"
             "from transformers import CLIPModel, CLIPProcessor\n\n"
             'model = CLIPModel.from_pretrained("REPO_OR_FOLDER")\n'
             'processor = CLIPProcessor.from_pretrained("REPO_OR_FOLDER")\n'
-            'inputs = processor(text=[caption], images=image, return_tensors="pt", padding=True, truncation=True)'
+            'captions = ["a long, detailed caption of a photo ...", "a cat"]\n'
+            'inputs = processor(text=captions, images=Image.open("photo.jpg"), return_tensors="pt", padding=True, '
+            "truncation=True)\n"
+            "print(model(**inputs).logits_per_image)"
         )
     return (
-        "from transformers import AutoModel\n\n"
+        "from PIL import Image\n"
+        "from transformers import AutoModel, pipeline\n\n"
         'model = AutoModel.from_pretrained("REPO_OR_FOLDER", trust_remote_code=True)\n'
-        "text_embeds = model.encode_text([caption])          # L2-normalized, up to 248 tokens\n"
-        "image_embeds = model.encode_image([image])          # PIL images\n"
-        "similarity = text_embeds @ image_embeds.T"
+        'text_embeds = model.encode_text(["a long, detailed caption of a photo ..."])  # L2-normalized, up to 248 tokens\n'
+        'image_embeds = model.encode_image([Image.open("photo.jpg")])  # PIL images\n'
+        "print(text_embeds @ image_embeds.T)\n\n"
+        'classifier = pipeline("zero-shot-image-classification", model="REPO_OR_FOLDER", trust_remote_code=True)\n'
+        'print(classifier("photo.jpg", candidate_labels=["a cat", "a rocket", "a cup of coffee"]))'
     )
