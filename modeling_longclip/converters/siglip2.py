@@ -40,6 +40,7 @@ from .dual_tower import (
     load_weights_folder,
     make_processor,
     resolve_source,
+    stored_location,
 )
 from .reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
 from .state_dicts import check_keys, count_layers, load_state_dict, patch_grid
@@ -546,7 +547,7 @@ def convert_llm2clip_siglip2(
             f"the text weights ({tower.source}) do not fit the configured text model: {str(error)[:300]}"
         ) from None
     if external_llm:
-        model.config.text_model_name_or_path = tower.source
+        model.config.text_model_name_or_path = stored_location(tower.source)
     processor = make_processor(tower.tokenizer, shape.image_size, siglip_image_processor(shape.image_size))
     parity = verify_siglip2(model, processor, reference_llm, tower, weights, shape)
     parity.notes[:0] = [
