@@ -20,6 +20,7 @@ from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor, LongCLIPModel, L
 from modeling_longclip.common.errors import ConversionError
 from modeling_longclip.common.folders import FolderNotLoadableError, validate_model_folder
 from modeling_longclip.converters.longclip import convert_longclip
+from modeling_longclip.converters.proclip import convert_proclip
 from modeling_longclip.converters.synthetic import TINY_TEXT, random_openai_clip_state_dict
 from modeling_longclip.converters.synthetic_zoo import write_llm2clip_clip_part
 from modeling_longclip.export import onnx as onnx_export
@@ -103,6 +104,30 @@ def test_parity_failure_says_what_to_do(files, tmp_path, monkeypatch):
     message = str(error.value)
     assert "nothing was written" in message and "report" in message and "\n" not in message
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_dual_tower_parity_failure_says_what_to_do(files, tmp_path, monkeypatch):
+    from modeling_longclip.converters import dual_tower
+    from modeling_longclip.converters.synthetic import random_proclip_state_dict
+
+    torch.save(random_proclip_state_dict(seed=2), tmp_path / "L14.pt")
+    real = dual_tower.reference_adapter
+    monkeypatch.setattr(dual_tower, "reference_adapter", lambda *a, **k: real(*a, **k) + 1.0)
+    with pytest.raises(ConversionError, match="text path .*nothing was written.*please report"):
+        convert_proclip(tmp_path / "L14.pt", files / "llm", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_a_merged_248_row_table_is_not_stretched_again(files, tmp_path):
+    merged = torch.load(files / "longclip.pt", weights_only=True)
+    merged["positional_embedding"] = torch.cat(
+        [merged["positional_embedding"][:KEEP], merged.pop("positional_embedding_res")[KEEP:]]
+    )
+    torch.save(merged, tmp_path / "merged.pt")
+    report = convert_longclip(tmp_path / "merged.pt", tmp_path / "out")
+    assert report.stretched_from is None and any("not stretched again" in note for note in report.notes)
+    table = LongCLIPModel.from_pretrained(tmp_path / "out").text_model.embeddings.position_embedding.weight
+    assert torch.equal(table.detach(), merged["positional_embedding"])
 
 
 def test_converted_config_pads_like_its_tokenizer(files):
@@ -349,6 +374,21 @@ def test_a_cache_is_resumed_only_in_the_dtype_that_made_it(tiny_llm2clip, tmp_pa
     (tmp_path / "index.json").write_text(json.dumps(index))
     with pytest.raises(FeatureCacheError, match="computed in bfloat16"):
         run_extraction(model, processor, captions, tmp_path, dtype="float32", progress=False)
+
+
+def test_the_command_refuses_another_dtype_before_loading_the_model(tiny_llm2clip, tmp_path, capsys, monkeypatch):
+    from modeling_longclip.features import cli as features_cli
+
+    model, processor = tiny_llm2clip
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    (tmp_path / "captions.jsonl").write_text('{"caption": "a red car"}\n{"caption": "two dogs"}\n')
+    args = ["--model", tmp_path / "model", "--captions", tmp_path / "captions.jsonl", "--output", tmp_path / "cache"]
+    assert features_cli.main([str(a) for a in [*args, "--dtype", "bfloat16", "--no-progress"]]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(features_cli, "load_model", lambda *a, **k: pytest.fail("loaded the model first"))
+    line = refused_in_process(features_cli.main, [*args, "--device", "cpu"], capsys)  # --dtype auto: float32 here
+    assert "computed in bfloat16, this run would compute in float32" in line and "--dtype bfloat16" in line
 
 
 def test_feature_cli_loads_through_the_shared_loader(files, tmp_path, capsys):

@@ -31,6 +31,13 @@ VERIFICATION_CAPTIONS = (
 )
 
 
+# What a parity refusal tells the user: nothing was written, what usually causes it, and what to do.
+PARITY_ADVICE = (
+    "nothing was written. The weights fit the release's shapes but do not compute like it (another activation, head "
+    "count, pooling or adapter layout than the release this converter reads); if they are an unmodified release, "
+    "please report this with these numbers."
+)
+
 LLAMA3_SPECIAL_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 
 
@@ -266,9 +273,7 @@ def verify_dual_tower(
         if not diff <= tolerance:
             raise ConversionError(
                 f"converted model disagrees with the reference {name} path (max |diff| = {diff:.3e}, tolerance "
-                f"{tolerance:.1e}): nothing was written. The weights fit the release's shapes but do not compute like "
-                "it (another activation, head count, pooling or adapter layout than the release this converter "
-                "reads); if they are an unmodified release, please report this with these numbers."
+                f"{tolerance:.1e}): {PARITY_ADVICE}"
             )
     return parity
 

@@ -30,6 +30,7 @@ from ..embedding import pooled_features
 from ..export.folder import write_model_folder
 from ..modeling_llm2clip import LLM2CLIPModel
 from .dual_tower import (
+    PARITY_ADVICE,
     VERIFICATION_CAPTIONS,
     DualTowerParity,
     TextTower,
@@ -449,7 +450,7 @@ def verify_siglip2(model, processor, reference_llm: dict, tower: TextTower, weig
     ):
         if not diff <= 1e-4 * max(1.0, ref.abs().max().item()):
             raise ConversionError(
-                f"converted model disagrees with the reference {name} path: max |diff| = {diff:.3e}."
+                f"converted model disagrees with the reference {name} path (max |diff| = {diff:.3e}): {PARITY_ADVICE}"
             )
     if not pixel_diff <= 1e-5:
         raise ConversionError(

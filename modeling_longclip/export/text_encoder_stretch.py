@@ -140,7 +140,10 @@ def _check(source, stretched, keep: int) -> float:
     key = position_table_key(source)
     before, after = source.state_dict()[key], stretched.state_dict()[key]
     if not torch.equal(before[:keep], after[:keep]):
-        raise ConversionError(f"the first {keep} position rows changed while stretching; nothing was written.")
+        raise ConversionError(
+            f"the first {keep} position rows changed while stretching; nothing was written. This is a bug: please "
+            "report it with the source folder's config.json."
+        )
     vocab = (getattr(source.config, "text_config", None) or source.config).vocab_size
     if keep == 0:
         return 0.0
@@ -150,7 +153,11 @@ def _check(source, stretched, keep: int) -> float:
         diff = before - after
     difference = diff.abs().max().item()
     if difference != 0.0:
-        raise ConversionError(f"hidden states within the first {keep} positions differ by {difference:.2e}.")
+        raise ConversionError(
+            f"hidden states within the first {keep} positions differ by {difference:.2e} after stretching; nothing was "
+            "written. The stretch changes no weight they read, so this is a bug: please report it with the source "
+            "folder's config.json."
+        )
     return difference
 
 

@@ -19,7 +19,7 @@ from ..common.cli import ArgumentParser, command
 from ..common.errors import DataError
 from ..common.loading import check_model_folder, load_model_folder, resolve_device
 from .caption_sources import iter_captions
-from .extraction import DTYPES, run_extraction
+from .extraction import DTYPES, check_compute_dtype, run_extraction
 from .fingerprint import text_tower
 from .store import read_index
 
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         dtype = DTYPES[args.dtype]
     if output.is_dir() and not args.overwrite:
-        read_index(output)  # an unreadable index fails before the weights are loaded
+        index = read_index(output)  # an unreadable index, or one made in another dtype, fails before the weights load
+        if index is not None:
+            check_compute_dtype(output, index, str(dtype).removeprefix("torch."))
     model, processor = load_model(model_dir, device, dtype, progress=not args.no_progress)
     stats = run_extraction(
         model,

@@ -99,7 +99,7 @@ def cached_compute_dtype(output_dir: Path, index: dict) -> str | None:
     return None
 
 
-def _check_compute_dtype(output_dir: Path, index: dict, dtype_name: str) -> None:
+def check_compute_dtype(output_dir: Path, index: dict, dtype_name: str) -> None:
     """Rows computed in bfloat16 and rows computed in float32 differ by ~1e-2: one cache holds one of them."""
     cached = cached_compute_dtype(output_dir, index) if index.get("keys") else None
     if cached is not None and cached != dtype_name:
@@ -161,7 +161,7 @@ def run_extraction(
                 f"({describe_differences(stored, fingerprint, differences)}); "
                 "use a new output folder, or overwrite=True (--overwrite) to replace them."
             )
-        _check_compute_dtype(output_dir, index, dtype_name)
+        check_compute_dtype(output_dir, index, dtype_name)
     index["compute_dtype"] = dtype_name
     keys: dict = index["keys"]
     stats = ExtractionStats(output_dir)
@@ -254,4 +254,11 @@ def extract_text_features(
     return run_extraction(model, processor, captions, output_dir, **options).output_dir
 
 
-__all__ = ["DTYPES", "ExtractionStats", "extract_text_features", "run_extraction"]
+__all__ = [
+    "DTYPES",
+    "ExtractionStats",
+    "cached_compute_dtype",
+    "check_compute_dtype",
+    "extract_text_features",
+    "run_extraction",
+]
