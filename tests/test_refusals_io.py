@@ -413,10 +413,12 @@ def test_staging_folders_of_killed_runs_are_removed(tmp_path):
     older = tmp_path / ".out.tmp-0badc0de"  # named before the pid was part of the name
     running = tmp_path / f".out.tmp-{os.getppid()}-c0ffee00"  # a run still going (its pid is alive): kept
     other = tmp_path / f".other.tmp-{dead.stdout.strip()}-0badc0de"  # another output's: not ours to touch
-    for folder in (killed, older, running, other):
+    unknown = tmp_path / ".out.tmp-notes"  # not a name atomic_folder gives
+    for folder in (killed, older, running, other, unknown):
         folder.mkdir()
         (folder / "config.json").write_text("{}")
     with atomic_folder(tmp_path / "out") as staging:
         (staging / "weights").write_text("new")
     assert (tmp_path / "out" / "weights").read_text() == "new"
-    assert not killed.exists() and not older.exists() and running.exists() and other.exists()
+    assert not killed.exists() and not older.exists()
+    assert running.exists() and other.exists() and unknown.exists()

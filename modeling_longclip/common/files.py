@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -75,21 +76,27 @@ STAGING_MARK = ".tmp-"
 SET_ASIDE_MARK = ".old-"
 
 
-def _owner_alive(tail: str) -> bool:
-    """Whether the process that named a staging folder `.NAME.tmp-<pid>-<tag>` still runs on this machine. Folders
-    named before the pid was part of the name (`.NAME.tmp-<tag>`) count as abandoned."""
-    pid, dash, _ = tail.partition("-")
-    if not dash or not pid.isdigit():
+_TAG = re.compile(r"^(?:(\d+)-)?[0-9a-f]{8}$")  # `<pid>-<hex>`, or `<hex>` alone as named before the pid was added
+
+
+def _abandoned(tail: str) -> bool:
+    """Whether a staging folder named `.NAME.tmp-<tail>` belongs to no running process on this machine: its pid is
+    gone, or it was named before the pid was part of the name. A tail of another form is not one of ours."""
+    match = _TAG.match(tail)
+    if match is None:
         return False
-    if int(pid) == os.getpid():
+    if match.group(1) is None:
         return True
+    pid = int(match.group(1))
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill(pid, 0) would terminate the process
+        return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: another user's process holds that pid, so it is alive
         return True
-    return True
+    except OSError:  # PermissionError: another user's process holds that pid, so it is alive
+        return False
+    return False
 
 
 def remove_stale_staging(output: str | Path) -> list[Path]:
@@ -107,7 +114,7 @@ def remove_stale_staging(output: str | Path) -> list[Path]:
                 continue
             if mark == SET_ASIDE_MARK and not output.is_dir():
                 continue  # the only copy of the previous folder: a user may still want it back
-            if not _owner_alive(path.name[len(prefix) :]):
+            if _abandoned(path.name[len(prefix) :]):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
     return removed
