@@ -133,10 +133,10 @@ def convert_longclip(
     """Read, verify against the reference forward, then write `output` atomically. Raises before writing anything.
 
     A stock 77-position CLIP is stretched like the authors' `load_from_clip`: in fp16, one rounding per operation
-    (`exact_fp16=True`, bit-exact with their tables); `exact_fp16=False` runs the same formulas in fp32. Their
-    `build_model` casts the weights to fp16 before stretching (`model.dtype` is fp16 whatever the file holds), so an
-    fp32 table is rounded to fp16 first, the kept rows included; the check after stretching compares with the
-    reference on that same rounded table. A table of more than 77 rows without Long-CLIP's second table is taken as
+    (`exact_fp16=True`, bit-exact with their tables); `exact_fp16=False` runs the same formulas in fp32. They
+    stretch in `model.dtype`, fp16 after their `build_model` whatever the file holds, so an fp32 table is rounded to
+    fp16 first, the kept rows included (the other weights keep their precision here); the check after stretching
+    compares with the reference on that same rounded table. A table of more than 77 rows without Long-CLIP's second table is taken as
     already stretched and kept as it is.
     """
     if output_format not in OUTPUT_FORMATS:
