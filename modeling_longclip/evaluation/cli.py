@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..common.cli import ArgumentParser, command
+from ..common.loading import check_model_folder
 from ..export.cards import results_for_folder, update_card_results
 from .benchmarks import BENCHMARKS, DEFAULT_PROTOCOLS, BenchmarkError, load_benchmark
 from .compare import comparison, comparison_markdown, write_comparison
@@ -73,12 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise BenchmarkError("--batch-size must be at least 1")
-    folders = [Path(model).expanduser() for model in args.model]
-    for folder in folders:  # every folder before the data and the weights: a typo fails in a second
-        if not folder.is_dir():
-            raise BenchmarkError(f"{folder}: no such model folder.")
-        if not (folder / "config.json").is_file():
-            raise BenchmarkError(f"{folder}: not a saved model folder (no config.json).")
+    # every folder before the data and the weights: a typo or a truncated weight file fails in a second
+    folders = [check_model_folder(model) for model in args.model]
     dataset = load_benchmark(
         args.benchmark, args.data_root, args.protocol, annotations=args.annotations, class_names=args.class_names
     )
