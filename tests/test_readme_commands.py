@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runner import REPO, entry_point
-from eval_fixtures import write_coco_karpathy, write_image_folder, write_urban1k
+from eval_fixtures import write_coco_karpathy, write_docci, write_image_folder, write_urban1k
 from llm_fixtures import tiny_llm_folder
 from test_eval_baselines import siglip_folder, stock_clip_folder
 from test_hub_upload import TOKEN, hub  # noqa: F401 - the fake Hub fixture
@@ -53,6 +53,7 @@ RUN_HERE = (
     "longclip-eval",
     "longclip-extract-text-features",
     "longclip-export-onnx",
+    "longclip-export ",
     "longclip-stretch-text-encoder",
 )
 # Programs run elsewhere: the quick start by .ci/run itself, installs by scripts/bootstrap.sh, training (GPU flags
@@ -120,6 +121,7 @@ def build_inputs(root: Path) -> None:
     siglip_folder(root / "siglip-so400m-patch14-384")
     write_urban1k(root / "data/Urban1k", {"a": "a red square on grass", "b": "a blue circle", "c": "a green tree"})
     write_coco_karpathy(root / "data/coco")
+    write_docci(root / "data/docci")
     write_image_folder(root / "data/imagenet/val", {"cat": [0, 1], "dog": [2, 3]})
     (root / "classnames.txt").write_text("tabby cat\ngolden retriever\n")
     pairs = ["A red car parked by a tree. The street is empty.", "Two dogs on a beach. A ball in the waves."]
