@@ -39,6 +39,7 @@ RECALL_QUERIES, RECALL_AT = 200, 10
 HNSW_BREADTHS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 IVF_BREADTHS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 BLOCK = 65536
+TIE = 1e-6
 
 
 def require_faiss():
@@ -94,8 +95,8 @@ def _set_breadth(index, kind: str, breadth: int) -> None:
         index.nprobe = breadth
 
 
-def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, depth: int) -> np.ndarray:
-    """Ids [q, depth] of the best inner products, by brute force in blocks (float32)."""
+def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) [q, depth] of the best inner products, by brute force in blocks (float32)."""
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_ids = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, len(vectors), BLOCK):
@@ -104,16 +105,21 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, depth: int) -> np
         scores, ids = np.concatenate([best_scores, scores], 1), np.concatenate([best_ids, ids], 1)
         keep = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
         best_scores, best_ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(ids, keep, 1)
-    return best_ids
+    return best_scores, best_ids
 
 
-def recall_at_10(found: np.ndarray, truth: np.ndarray, query_ids: np.ndarray) -> float:
-    """Mean |found ∩ truth| / 10 over the first 10 ids of each list other than the query's own."""
+def recall_at_10(found: np.ndarray, truth: np.ndarray, truth_scores: np.ndarray, found_scores, query_ids) -> float:
+    """Mean share of the exact 10 nearest (the query's own row left out) that the ANN lists find. A found photo
+    whose score ties the exact 10th counts (duplicates in a collection make several photos equally near)."""
     total, wanted = 0, 0
     for row, own in enumerate(query_ids):
-        exact = [i for i in truth[row] if i != own][:RECALL_AT]
-        approximate = [i for i in found[row] if i != own and i >= 0][:RECALL_AT]
-        total += len(set(approximate) & set(exact))
+        exact = [(i, s) for i, s in zip(truth[row], truth_scores[row]) if i != own][:RECALL_AT]
+        approximate = [(i, s) for i, s in zip(found[row], found_scores[row]) if i != own and i >= 0][:RECALL_AT]
+        if not exact:
+            continue
+        bar = exact[-1][1] - TIE
+        ids = {i for i, _ in exact}
+        total += min(sum(i in ids or s >= bar for i, s in approximate), len(exact))
         wanted += len(exact)
     return total / wanted if wanted else 1.0
 
@@ -140,6 +146,7 @@ def build_ann(
             quantizer, dim, lists, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
         )
         index.cp.niter = IVF_ITERATIONS
+        index.cp.min_points_per_centroid = 1  # a small index forced to IVF trains on what it has, without a warning
         sample = rng.choice(n, size=min(n, lists * IVF_TRAIN_PER_LIST), replace=False)
         index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
         params, breadths = {"nlist": lists}, tuple(b for b in IVF_BREADTHS if b <= lists) or (lists,)
@@ -147,11 +154,12 @@ def build_ann(
         index.add(np.ascontiguousarray(vectors[start : start + BLOCK], dtype=np.float32))
     query_ids = np.sort(rng.choice(n, size=min(n, RECALL_QUERIES), replace=False))
     queries = np.ascontiguousarray(vectors[query_ids], dtype=np.float32)
-    truth = exact_neighbours(vectors, queries, RECALL_AT + 1)
+    truth_scores, truth = exact_neighbours(vectors, queries, RECALL_AT + 1)
     recall, breadth = 0.0, breadths[-1]
     for breadth in breadths:
         _set_breadth(index, kind, breadth)
-        recall = recall_at_10(index.search(queries, RECALL_AT + 1)[1], truth, query_ids)
+        scores, found = index.search(queries, RECALL_AT + 1)
+        recall = recall_at_10(found, truth, truth_scores, scores, query_ids)
         if recall >= target:
             break
     info = AnnInfo(
