@@ -83,14 +83,19 @@ def viewer_image(path: Path) -> Image.Image:
 @torch.no_grad()
 def by_hand_scores(model, processor, text_inputs: dict, photos: Path, paths: list[str]) -> dict[str, float]:
     """Cosine of the model's own text and image features, computed without the search package."""
-    text = F.normalize(model.get_text_features(**text_inputs, return_dict=True).pooler_output.float(), dim=-1)[0]
+    text = F.normalize(pooled(model.get_text_features(**text_inputs)).float(), dim=-1)[0]
     scores = {}
     for path in paths:
         pixels = processor(images=[viewer_image(photos / path)], return_tensors="pt")
         inputs = {key: value for key, value in pixels.items() if isinstance(value, torch.Tensor)}
-        image = F.normalize(model.get_image_features(**inputs, return_dict=True).pooler_output.float(), dim=-1)[0]
+        image = F.normalize(pooled(model.get_image_features(**inputs)).float(), dim=-1)[0]
         scores[path] = float(text @ image)
     return scores
+
+
+def pooled(output) -> torch.Tensor:
+    """transformers 5 returns a ModelOutput from get_*_features where 4.x returned the tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 def ranked(scores: dict[str, float], k: int) -> list[tuple[str, float]]:

@@ -133,12 +133,19 @@ class IndexReport:
 class Distributed:
     """The processes of an `accelerate launch` / `torchrun` run (accelerate's PartialState); one process: a no-op."""
 
-    def __init__(self):
+    def __init__(self, device: str | None = None):
         self.state = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:
             from accelerate import PartialState
 
-            self.state = PartialState()
+            # without cpu=True accelerate treats a CPU-only torchrun job as one process per worker
+            self.state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+            if self.state.num_processes != world:
+                raise SearchIndexError(
+                    f"WORLD_SIZE is {world} but accelerate set up {self.state.num_processes} process(es) "
+                    f"({self.state.distributed_type}); start the run with accelerate launch or torchrun."
+                )
         self.rank = self.state.process_index if self.state else 0
         self.size = self.state.num_processes if self.state else 1
         self.is_main = self.rank == 0
@@ -160,6 +167,13 @@ class Distributed:
     def barrier(self) -> None:
         if self.state is not None:
             self.state.wait_for_everyone()
+
+    def finish(self) -> None:
+        """Wait for the main process's merge, then close the process group (a process that leaves while another
+        still talks to it makes gloo abort)."""
+        if self.state is not None:
+            self.state.wait_for_everyone()
+            self.state.destroy_process_group()
 
     def device(self, requested: str | None) -> str:
         if self.state is not None and requested in (None, "cuda") and self.state.device.type == "cuda":
@@ -344,7 +358,7 @@ def update_index(photos_dir, index_dir, model_dir, options: IndexOptions | None 
     """Build or update the index at `index_dir` (see the module docstring); returns what was done."""
     options = options or IndexOptions()
     index_dir = Path(index_dir).expanduser().resolve()
-    dist = Distributed()
+    dist = Distributed(options.device)
     report = IndexReport(str(index_dir), main_process=dist.is_main)
     started = time.perf_counter()
     plan, error, lock, catalog, loaded = None, None, None, None, None
@@ -374,6 +388,7 @@ def update_index(photos_dir, index_dir, model_dir, options: IndexOptions | None 
             report.compacted_shards = compact(index_dir, catalog, plan.dim, options.chunk_size)
             drop_stale_ann(index_dir, catalog.generation())
             _count(report, plan, catalog)
+        dist.finish()
         report.seconds = time.perf_counter() - started
         return report
     finally:
