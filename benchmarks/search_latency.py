@@ -12,10 +12,11 @@ exactly what `longclip-search index` writes, minus the photos) holding synthetic
   indexed photos), then the same call with `ann=True` (candidates re-scored exactly from the shards).
 
 Before timing, exact search is checked against a numpy brute force over the stored vectors (same top 10). The
-synthetic embeddings are clustered like real image embeddings (n / 1000 Gaussian clusters on the unit sphere, each
-point 0.6 noise from its centre); queries are held out (centres of random clusters with 0.8 noise, as text
-queries land near but not on photos). recall@10 is measured on those held-out queries against exact search. Random
-vectors spread uniformly over the sphere would have no near neighbours to find and give lower recall with any index.
+synthetic embeddings lie near a low-dimensional continuum, as image embeddings do (24 random latent factors mapped
+into the embedding space, plus isotropic noise of half the signal's norm): no cluster structure for IVF's lists to
+line up with. The queries are held out, drawn the same way with more noise (0.8), as text queries land near photos
+but on none of them; recall@10 is measured on them against exact search. Vectors spread uniformly over the sphere
+would have no near neighbours to find and give lower recall with any index.
 Latency is the median of single queries (one at a time, as a user types them) after one warm-up query. Exact search
 runs on --threads torch threads (default 1: on a machine shared with other jobs, two threads wait for each other on
 every small per-shard product; on an idle machine more threads help exact search at 1M photos). A single FAISS query
@@ -52,21 +53,25 @@ from modeling_longclip.search.storage import (
 K = 10
 
 
-def cluster_centres(dim: int, clusters: int) -> np.ndarray:
-    centres = np.random.default_rng(0).standard_normal((clusters, dim)).astype(np.float32)
-    return centres / np.linalg.norm(centres, axis=1, keepdims=True)
+RANK = 24  # intrinsic dimension of the synthetic embeddings
 
 
-def synthetic(centres: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray:
-    """n unit vectors, each a random centre plus Gaussian noise of norm ~`noise`."""
+def basis(dim: int) -> np.ndarray:
+    """The random linear map from RANK latent factors to embedding space (fixed: seed 0)."""
+    return np.random.default_rng(0).standard_normal((RANK, dim)).astype(np.float32) / np.sqrt(RANK)
+
+
+def synthetic(base: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray:
+    """n unit vectors on a RANK-dimensional continuum (random latent factors through `base`) plus isotropic noise of
+    norm ~`noise` relative to the signal."""
     rng = np.random.default_rng(seed)
-    dim = centres.shape[1]
-    points = centres[rng.integers(0, len(centres), n)]
-    points = points + noise * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    signal = rng.standard_normal((n, RANK)).astype(np.float32) @ base
+    signal /= np.linalg.norm(signal, axis=1, keepdims=True)
+    points = signal + noise * rng.standard_normal(signal.shape).astype(np.float32) / np.sqrt(base.shape[1])
     return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
 
 
-def write_index(folder: Path, n: int, centres: np.ndarray, shard_rows: int) -> None:
+def write_index(folder: Path, n: int, base: np.ndarray, shard_rows: int) -> None:
     """An index folder as `longclip-search index` leaves it, holding n synthetic embeddings (path i -> row i)."""
     folder.mkdir(parents=True)
     (folder / SHARDS).mkdir()
@@ -75,7 +80,7 @@ def write_index(folder: Path, n: int, centres: np.ndarray, shard_rows: int) -> N
         "format": "modeling_longclip.search",
         "version": 1,
         "model": {"path": "synthetic", "fingerprint": "sha256:synthetic", "class": "synthetic"},
-        "embedding_dim": centres.shape[1],
+        "embedding_dim": base.shape[1],
         "stored_as": "float16, L2-normalized",
         "photos_root": str(folder / "photos"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -84,7 +89,7 @@ def write_index(folder: Path, n: int, centres: np.ndarray, shard_rows: int) -> N
     catalog = Catalog(folder / CATALOG, writable=True)
     for start in range(0, n, shard_rows):
         count = min(shard_rows, n - start)
-        vectors = synthetic(centres, count, noise=0.6, seed=start + 1)
+        vectors = synthetic(base, count, noise=0.5, seed=start + 1)
         name = new_shard_name()
         write_shard(folder / SHARDS / name, torch.from_numpy(vectors))
         catalog.commit_chunk(name, [Record(f"{i:08d}.jpg", 0, 0) for i in range(start, start + count)], [])
@@ -113,11 +118,11 @@ def median_ms(fn, queries: np.ndarray) -> float:
 
 def measure(n: int, args, workdir: Path) -> dict:
     folder = workdir / f"index-{n}"
-    centres = cluster_centres(args.dim, max(n // 1000, 10))
+    base = basis(args.dim)
     started = time.perf_counter()
-    write_index(folder, n, centres, args.shard_rows)
+    write_index(folder, n, base, args.shard_rows)
     written = time.perf_counter() - started
-    queries = synthetic(centres, args.queries, noise=0.8, seed=-1 % (1 << 32))  # a seed no shard uses
+    queries = synthetic(base, args.queries, noise=0.8, seed=-1 % (1 << 32))  # a seed no shard uses
     index = PhotoIndex.open(folder, verify_model=False)
     for query in queries[:3]:
         got = [hit.path for hit in index.search_vector(query, k=K)]

@@ -379,7 +379,7 @@ def test_ann_index_is_built_with_its_recall_used_on_request_and_dropped_when_the
     assert make_index(photos, index_dir, built["model"], "--ann") == 0
     out = capsys.readouterr().out
     assert re.search(r"ANN index: HNSW \(M 32, efConstruction 80, efSearch \d+\) over 12 photos", out)
-    assert "recall@10 against exact search 1.000 on 12 queries near indexed photos (target 0.95)" in out
+    assert "recall@10 against exact search 1.000 on 12 queries around indexed photos (target 0.95)" in out
     results = []
     for flag in ([], ["--ann"]):
         assert query_main([str(index_dir), "a cup of coffee", "-k", "4", "--json", *flag]) == 0

@@ -318,14 +318,24 @@ def _prepare(photos_dir, index_dir: Path, model_dir, options: IndexOptions, dist
         dim = embedding_dim(model, processor)
         create_index(index_dir, new_manifest(model_dir, fingerprint, type(model).__name__, dim, photos))
         manifest = read_manifest(index_dir)
-    lock = WriterLock(index_dir)
+    lock, catalog = WriterLock(index_dir), None
     try:
         catalog = Catalog(index_dir / CATALOG, writable=True)
-        merge_parts(index_dir, catalog, manifest["embedding_dim"])
-        remove_leftovers(index_dir, catalog)
+        plan = _plan(index_dir, catalog, manifest, found, report, model_dir)
     except BaseException:
+        if catalog is not None:
+            catalog.close()
         lock.release()
         raise
+    return plan, (model, processor), lock, catalog
+
+
+def _plan(
+    index_dir: Path, catalog: Catalog, manifest: dict, found: list, report: IndexReport, model_dir: Path
+) -> Plan:
+    """Merge what an interrupted run left, forget deleted files, and list the files to embed."""
+    merge_parts(index_dir, catalog, manifest["embedding_dim"])
+    remove_leftovers(index_dir, catalog)
     indexed, skipped = catalog.records(), catalog.skipped()
     on_disk = {record.path for record in found}
     gone = [path for path in set(indexed) | set(skipped) if path not in on_disk]
@@ -340,7 +350,7 @@ def _prepare(photos_dir, index_dir: Path, model_dir, options: IndexOptions, dist
         else:
             todo.append(record)
     changed = {record.path for record in todo if record.path in indexed}
-    return Plan(photos, model_dir, manifest["embedding_dim"], todo, changed), (model, processor), lock, catalog
+    return Plan(Path(manifest["photos_root"]), model_dir, manifest["embedding_dim"], todo, changed)
 
 
 @dataclass
