@@ -498,6 +498,10 @@ def test_the_walk_survives_link_loops_and_skips_the_index_inside_the_photos(tmp_
     os.symlink(tmp_path / "gone.jpg", photos / "dangling.jpg")
     (photos / "index").mkdir()
     scene("coins", 16).save(photos / "index" / "y.jpg")
+    scene("coins", 16).save(os.path.join(os.fsencode(photos), b"caf\xe9.jpg"))  # a Latin-1 name, not UTF-8
     found, problems = find_photos(photos, exclude=photos / "index")
     assert [r.path for r in found] in (["a/b/x.JPG"], ["alias/x.JPG"])  # one real folder, one walk
-    assert problems == [f"{photos / 'dangling.jpg'}: No such file or directory"]
+    assert sorted(problems) == [
+        f"{photos / 'caf'}\\udce9.jpg: name is not valid UTF-8",
+        f"{photos / 'dangling.jpg'}: No such file or directory",
+    ]

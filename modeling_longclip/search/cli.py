@@ -25,6 +25,7 @@ import warnings
 from ..common.cli import ArgumentParser, command
 
 # name -> (module:function in this package, one-line summary); each function is a `command` main(argv) -> int.
+# `serve` (the web page, issue 16 item 4) is reserved for one more row here, built on index.PhotoIndex.
 SUBCOMMANDS = {
     "index": ("cli:index_main", "index (or update) a photo folder"),
     "query": ("cli:query_main", "search an index with a text or a photo"),

@@ -71,6 +71,8 @@ class PhotoDataset(Dataset):
             image = load_photo(self.root / self.records[index].path)
         except UNREADABLE as error:
             return index, None, describe_error(error), time.perf_counter() - start, 0.0
+        except Exception as error:  # a file that trips the decoder in another way is still the file's fault
+            return index, None, f"{type(error).__name__}: {describe_error(error)}", time.perf_counter() - start, 0.0
         decoded = time.perf_counter()
         try:
             inputs = self.processor(images=[image], return_tensors="pt")

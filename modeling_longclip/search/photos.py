@@ -54,6 +54,11 @@ def find_photos(root: Path, exclude: Path | None = None) -> tuple[list[Record], 
                 continue
             full = os.path.join(folder, name)
             try:
+                full.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that are not UTF-8 in the name: the catalog stores text
+                problems.append(f"{full.encode('utf-8', 'backslashreplace').decode()}: name is not valid UTF-8")
+                continue
+            try:
                 stat = os.stat(full)
             except OSError as error:
                 problems.append(f"{full}: {error.strerror}")
