@@ -22,6 +22,10 @@ SUBCOMMANDS = {
     ("export", "immich"): ("export.cli:immich_main", "immich's CLIP model layout (textual/, visual/), checked"),
     ("export", "stretch-text-encoder"): ("export.text_encoder_stretch:main", "a 248-position CLIP text encoder"),
     ("export", "hub"): ("export.hub:upload_command", "check a folder loads, then upload it to the Hub"),
+    ("search", "index"): ("search.cli:index_main", "index (or update) a photo folder for long-text search"),
+    ("search", "query"): ("search.cli:query_main", "search a photo index with a paragraph or a photo"),
+    ("search", "ann"): ("search.cli:ann_main", "build a photo index's FAISS index, print its recall@10"),
+    ("search", "info"): ("search.cli:info_main", "what a photo index holds and how it was built"),
     ("demo",): ("demo.long_text_demo:main", "the embedded default: what 248 tokens buy"),
     ("demo", "conversion"): ("demo.conversion:main", "a conversion round trip in seconds"),
 }

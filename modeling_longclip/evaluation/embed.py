@@ -125,10 +125,19 @@ def embed_images(model, processor, images, batch_size: int = 64) -> torch.Tensor
         return model.encode_image(images, processor=processor, batch_size=batch_size)
     chunks = []
     for start in range(0, len(images), batch_size):
-        inputs = processor(images=images[start : start + batch_size], return_tensors="pt")
-        features = pooled_features(model.get_image_features(**_model_inputs(model, inputs)))
-        chunks.append(F.normalize(features.float(), dim=-1))
+        chunks.append(image_features(model, processor(images=images[start : start + batch_size], return_tensors="pt")))
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)
+
+
+@torch.no_grad()
+def image_features(model, inputs) -> torch.Tensor:
+    """L2-normalized image embeddings [n, dim] (float32) from an image processor's outputs, for any dual encoder.
+
+    Every tensor the processor returned goes to `get_image_features`, on the model's device and (floats) dtype; this
+    is what `encode_image` computes for this package's families, so callers that run the processor elsewhere (the
+    photo indexer's DataLoader workers) get the same embeddings as `embed_images`.
+    """
+    return F.normalize(pooled_features(model.get_image_features(**_model_inputs(model, inputs))).float(), dim=-1)
 
 
 __all__ = [
@@ -137,6 +146,7 @@ __all__ = [
     "embed_texts",
     "encoder_signature",
     "has_own_encoders",
+    "image_features",
     "text_limit",
     "text_padding",
 ]
