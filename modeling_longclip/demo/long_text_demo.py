@@ -67,6 +67,7 @@ def tiny_clip_config() -> CLIPConfig:
             num_hidden_layers=3,
             num_attention_heads=2,
             max_position_embeddings=77,
+            pad_token_id=49407,  # what the CLIP tokenizer pads with (the config's default, 1, is a real token)
         ),
         vision_config=dict(
             hidden_size=128,

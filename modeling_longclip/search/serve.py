@@ -314,7 +314,8 @@ def bind(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family)
     except OSError as error:
-        raise SearchIndexError(f"{host}:{port}: cannot listen there ({error.strerror or error}).") from None
+        reason = os.strerror(error.errno) if (error.errno or 0) > 0 else (error.strerror or str(error))
+        raise SearchIndexError(f"{host}:{port}: cannot listen there ({reason}).") from None
 
 
 @command(kept="nothing was written; the index is unchanged")
@@ -346,7 +347,7 @@ def serve_main(argv: list[str] | None = None) -> int:
             f"(JSON API: POST /api/search; Ctrl-C stops)",
             flush=True,
         )
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
         server.run(sockets=[listener])
     finally:
         listener.close()
