@@ -126,9 +126,12 @@ class EmbeddingMixin:
 
     @torch.no_grad()
     def encode_image(self, images, processor=None, batch_size: int = 64):
-        """L2-normalized image embeddings [n, dim] in float32 from PIL images (or anything the processor takes)."""
-        processor = processor or self.get_processor()
+        """L2-normalized image embeddings [n, dim] in float32 from PIL images (or anything the processor takes); no
+        images give an empty [0, dim], like `encode_text([])`."""
         images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            return torch.zeros(0, self.config.projection_dim, device=self.device)
+        processor = processor or self.get_processor()
         chunks = []
         for start in range(0, len(images), batch_size):
             inputs = processor(images=images[start : start + batch_size], return_tensors="pt")

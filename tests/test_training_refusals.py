@@ -100,7 +100,7 @@ def _truncated(setup) -> Path:
     [
         ("missing", "nope: no such model folder; longclip-train needs a converted Long-CLIP folder"),
         ("not a model folder", "data: not a model folder (no config.json)"),
-        ("truncated weights", "model.safetensors: unreadable safetensors weights (Error while deserializing header"),
+        ("truncated weights", "truncated: model.safetensors is truncated: "),
         ("another model_type", "clip: a stock CLIP folder (config.json model_type 'clip'); longclip-train needs"),
     ],
 )

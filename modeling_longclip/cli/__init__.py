@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     ("eval",): ("evaluation.cli:main", "retrieval / zero-shot benchmarks, one model or a comparison"),
     ("features",): ("features.cli:main", "cache the LLM text features of a caption set"),
     ("export", "onnx"): ("export.onnx:main", "onnx/{text,vision}_model.onnx beside the weights, checked"),
+    ("export", "open_clip"): ("export.cli:open_clip_main", "an open_clip local-dir: / hf-hub: directory, checked"),
+    ("export", "immich"): ("export.cli:immich_main", "immich's CLIP model layout (textual/, visual/), checked"),
     ("export", "stretch-text-encoder"): ("export.text_encoder_stretch:main", "a 248-position CLIP text encoder"),
     ("export", "hub"): ("export.hub:upload_command", "check a folder loads, then upload it to the Hub"),
     ("demo",): ("demo.long_text_demo:main", "the embedded default: what 248 tokens buy"),

@@ -29,6 +29,8 @@ from .dual_tower import (
     load_text_tower,
     load_weights_folder,
     make_processor,
+    refuse_converted_folder,
+    refuse_without_adapter,
     resolve_source,
     verify_dual_tower,
 )
@@ -75,6 +77,7 @@ def load_clip_part(clip: str | Path) -> tuple[dict[str, torch.Tensor], Path | No
     path = Path(clip)
     if path.is_file():
         return load_state_dict(path), None
+    refuse_converted_folder(path, "--clip")
     folder = resolve_source(clip, "--clip")
     candidates = []
     try:
@@ -135,6 +138,7 @@ def convert_llm2clip(
             overwrite=overwrite,
         )
     clip_folder = clip_folder or Path(clip)
+    refuse_without_adapter(raw, ADAPTER_KEYS, str(clip_folder))
     weights = {k: v.float() for k, v in raw.items() if not k.endswith("position_ids")}
     for key in ("vision_model.embeddings.patch_embedding.weight", "visual_projection.weight", "logit_scale"):
         if key not in weights:
@@ -253,6 +257,7 @@ def convert_release(
     """An authors' CustomCLIP state dict (visual.*, text.text_adaptor.*, logit_scale: ProCLIP's files, LLM2CLIP's EVA02
     files) + its LLM -> one verified folder. Every key and shape is checked before the LLM is even read."""
     state_dict = {k: v.float() for k, v in state_dict.items()}
+    refuse_without_adapter(state_dict, (adapter_prefix,), source)
     try:
         image = released_image_tower(state_dict)
         blocks, expansion, width, output_dim = adapter_shape(state_dict, adapter_prefix)

@@ -30,6 +30,7 @@ from ..embedding import pooled_features
 from ..export.folder import write_model_folder
 from ..modeling_llm2clip import LLM2CLIPModel
 from .dual_tower import (
+    PARITY_ADVICE,
     VERIFICATION_CAPTIONS,
     DualTowerParity,
     TextTower,
@@ -40,6 +41,7 @@ from .dual_tower import (
     load_weights_folder,
     make_processor,
     resolve_source,
+    stored_location,
 )
 from .reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
 from .state_dicts import check_keys, count_layers, load_state_dict, patch_grid
@@ -448,7 +450,7 @@ def verify_siglip2(model, processor, reference_llm: dict, tower: TextTower, weig
     ):
         if not diff <= 1e-4 * max(1.0, ref.abs().max().item()):
             raise ConversionError(
-                f"converted model disagrees with the reference {name} path: max |diff| = {diff:.3e}."
+                f"converted model disagrees with the reference {name} path (max |diff| = {diff:.3e}): {PARITY_ADVICE}"
             )
     if not pixel_diff <= 1e-5:
         raise ConversionError(
@@ -546,7 +548,7 @@ def convert_llm2clip_siglip2(
             f"the text weights ({tower.source}) do not fit the configured text model: {str(error)[:300]}"
         ) from None
     if external_llm:
-        model.config.text_model_name_or_path = tower.source
+        model.config.text_model_name_or_path = stored_location(tower.source)
     processor = make_processor(tower.tokenizer, shape.image_size, siglip_image_processor(shape.image_size))
     parity = verify_siglip2(model, processor, reference_llm, tower, weights, shape)
     parity.notes[:0] = [

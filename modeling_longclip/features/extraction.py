@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -84,6 +85,32 @@ def _encode_batch(model, processor, texts: list[str], device: torch.device, cont
     return embeds
 
 
+def cached_compute_dtype(output_dir: Path, index: dict) -> str | None:
+    """The dtype the cached rows were computed in: the index's, or (caches made before the index recorded it) the
+    first shard's metadata."""
+    if index.get("compute_dtype"):
+        return index["compute_dtype"]
+    for name in index.get("shards", [])[:1]:
+        try:
+            with safe_open(str(output_dir / name), framework="pt") as shard:
+                return (shard.metadata() or {}).get("compute_dtype")
+        except (OSError, SafetensorError):
+            return None
+    return None
+
+
+def check_compute_dtype(output_dir: Path, index: dict, dtype_name: str) -> None:
+    """Rows computed in bfloat16 and rows computed in float32 differ by ~1e-2: one cache holds one of them."""
+    cached = cached_compute_dtype(output_dir, index) if index.get("keys") else None
+    if cached is not None and cached != dtype_name:
+        raise FeatureCacheError(
+            f"{output_dir}: its {len(index['keys'])} cached captions were computed in {cached}, this run would compute "
+            f"in {dtype_name} (--dtype auto picks bfloat16 on CUDA, float32 on the CPU); pass --dtype {cached} "
+            f"(dtype={cached!r}) to continue it, or --overwrite (overwrite=True) to compute every row again in "
+            f"{dtype_name}."
+        )
+
+
 def run_extraction(
     model,
     processor,
@@ -134,6 +161,8 @@ def run_extraction(
                 f"({describe_differences(stored, fingerprint, differences)}); "
                 "use a new output folder, or overwrite=True (--overwrite) to replace them."
             )
+        check_compute_dtype(output_dir, index, dtype_name)
+    index["compute_dtype"] = dtype_name
     keys: dict = index["keys"]
     stats = ExtractionStats(output_dir)
     seen: set[str] = set()  # keys met in this call (cached, pending or written)
@@ -225,4 +254,11 @@ def extract_text_features(
     return run_extraction(model, processor, captions, output_dir, **options).output_dir
 
 
-__all__ = ["DTYPES", "ExtractionStats", "extract_text_features", "run_extraction"]
+__all__ = [
+    "DTYPES",
+    "ExtractionStats",
+    "cached_compute_dtype",
+    "check_compute_dtype",
+    "extract_text_features",
+    "run_extraction",
+]

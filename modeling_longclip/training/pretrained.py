@@ -12,9 +12,10 @@ import json
 import re
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 
 from ..common.errors import LongCLIPError
+from ..common.folders import weight_file_problems
 from ..common.loading import ModelFolderError
 
 KINDS = {"longclip": "Long-CLIP", "llm2clip": "LLM2CLIP", "proclip": "ProCLIP", "clip": "stock CLIP"}
@@ -23,35 +24,6 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files `from_pretrained` reads: model.safetensors, or every shard its index names."""
-    if (folder / "model.safetensors").is_file():
-        return [folder / "model.safetensors"]
-    index = folder / "model.safetensors.index.json"
-    if not index.is_file():
-        return []
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ModelFolderError(f"{index}: not a readable safetensors index ({one_line(error)}).") from None
-    return [folder / name for name in sorted(set(weight_map.values()))]
-
-
-def check_weight_files(folder: Path) -> None:
-    """Open every weight file's header: a truncated or damaged file is named before anything trains."""
-    for path in weight_files(folder):
-        if not path.is_file():
-            raise ModelFolderError(f"{path}: weight shard listed in model.safetensors.index.json is missing.")
-        try:
-            with safe_open(str(path), framework="pt") as weights:
-                weights.keys()
-        except (OSError, SafetensorError) as error:
-            raise ModelFolderError(
-                f"{path}: unreadable safetensors weights ({one_line(error)}); the file is truncated or damaged: copy "
-                "or convert it again."
-            ) from None
 
 
 def check_model_folder(path: str, model_types: tuple[str, ...], wanted: str) -> None:
@@ -74,7 +46,9 @@ def check_model_folder(path: str, model_types: tuple[str, ...], wanted: str) -> 
     if model_type not in model_types:
         kind = KINDS.get(model_type, f"{model_type!r}") if model_type else "model_type-less"
         raise ModelFolderError(f"{path}: a {kind} folder (config.json model_type {model_type!r}); {wanted}.")
-    check_weight_files(folder)
+    problems = weight_file_problems(folder)  # every weight file's header against its size: a truncated copy
+    if problems:
+        raise ModelFolderError(f"{path}: {'; '.join(problems)}.")
 
 
 @contextlib.contextmanager
@@ -89,4 +63,4 @@ def load_errors_in_one_line(path: str):
         raise ModelFolderError(f"{path}: cannot be loaded ({one_line(error)}).") from None
 
 
-__all__ = ["check_model_folder", "check_weight_files", "load_errors_in_one_line", "one_line", "weight_files"]
+__all__ = ["check_model_folder", "load_errors_in_one_line", "one_line"]
