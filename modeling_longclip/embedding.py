@@ -16,11 +16,6 @@ def pooled_features(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def resolve_return_dict(config, return_dict: bool | None) -> bool:
-    """An explicit `return_dict` wins, else the config's (transformers' rule for every model output)."""
-    return config.return_dict if return_dict is None else return_dict
-
-
 def scaled_similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor):
     """(normalized image embeds, normalized text embeds, logits_per_text) as CLIP's forward computes them."""
     image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
@@ -144,6 +139,5 @@ __all__ = [
     "order_by_length",
     "pool_text_windows",
     "pooled_features",
-    "resolve_return_dict",
     "scaled_similarity",
 ]

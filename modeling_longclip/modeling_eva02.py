@@ -23,6 +23,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_eva02 import EVA02VisionConfig
+from .transformers_compat import model_output
 from .transformers_compat import weight_init as init
 
 
@@ -226,35 +227,32 @@ class EVA02VisionModel(EVA02PreTrainedModel):
             self._rotary_cache[key] = (cos.to(dtype), (sin * signs).to(dtype))
         return self._rotary_cache[key]
 
+    @model_output
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
+        *,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         if pixel_values is None:
             raise ValueError("EVA02VisionModel needs pixel_values.")
-        config = self.config
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = config.return_dict if return_dict is None else return_dict
         hidden_states = self.embeddings(pixel_values)
         cos, signed_sin = self.rotary_tables(hidden_states.device, hidden_states.dtype)
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.encoder.layers:
-            hidden_states, weights = layer(hidden_states, cos, signed_sin, output_attentions=output_attentions)
+            hidden_states, weights = layer(hidden_states, cos, signed_sin, output_attentions=bool(output_attentions))
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             if output_attentions:
                 all_attentions += (weights,)
-        pooled = self.post_layernorm(hidden_states[:, 0])
-        if not return_dict:
-            return tuple(v for v in (hidden_states, pooled, all_hidden, all_attentions) if v is not None)
         return BaseModelOutputWithPooling(
-            last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden, attentions=all_attentions
+            last_hidden_state=hidden_states,
+            pooler_output=self.post_layernorm(hidden_states[:, 0]),
+            hidden_states=all_hidden,
+            attentions=all_attentions,
         )
 
 

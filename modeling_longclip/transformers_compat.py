@@ -1,9 +1,11 @@
 """What lets a saved folder load on transformers 4.57 (the last 4.x line) as well as on every 5.x.
 
 Part of the flat Hub payload: imports only torch and transformers. The package itself needs 5.17+, but the folders it
-writes are loaded by users still on 4.57. Three things differ there: configs are plain classes with an `__init__`
-instead of 5.x dataclasses, processors name their sub-processor classes and read the image processor from its own
-`preprocessor_config.json`, and decoder models ignore `config.is_causal` when building their attention mask.
+writes are loaded by users still on 4.57. What differs there: configs are plain classes with an `__init__` instead
+of 5.x dataclasses; processors name their sub-processor classes and read the image processor from its own
+`preprocessor_config.json`; tokenizer configs spell extra special tokens the 4.x way; decoder models ignore
+`config.is_causal` when building their attention mask; CLIPModel holds the inner CLIP transformers, which take no
+`return_dict`. It also holds the one output rule every model class here follows (`model_output`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from transformers.utils import can_return_tuple
 
 PreTrainedConfig = getattr(transformers, "PreTrainedConfig", None) or transformers.PretrainedConfig
 try:  # 5.x's initializers leave tensors already loaded from a checkpoint alone
@@ -114,16 +117,28 @@ def legacy_vision_key_mapping(tower_class) -> dict | None:
     return None
 
 
-def asks_dict(module) -> dict:
-    """`{"return_dict": True}` for a tower whose forward takes it (5.x: `config.return_dict=False` would otherwise give
-    a tuple); nothing for 4.x's inner CLIP transformers, which always return a ModelOutput and reject the argument."""
-    return {"return_dict": True} if _forward_takes_return_dict(type(module)) else {}
+# Keyword arguments of a call to a CLIP tower inside LongCLIPModel that make it return a ModelOutput: 5.x's CLIPModel
+# holds the full tower models, which give a tuple when their own config says `return_dict=False`; 4.x's holds the inner
+# CLIP transformers, which always return a ModelOutput and take no `return_dict`.
+CLIP_TOWER_AS_DICT = {} if LEGACY_TRANSFORMERS else {"return_dict": True}
+OUTPUT_FLAGS = ("output_hidden_states", "output_attentions")
 
 
-@functools.cache
-def _forward_takes_return_dict(module_class) -> bool:  # once per class, not on every forward
-    parameters = inspect.signature(module_class.forward).parameters.values()
-    return any(p.name == "return_dict" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+def model_output(method):
+    """The output rule of every model method of this payload (forward, get_text_features, get_image_features), as
+    transformers applies it to its own models: `output_hidden_states` / `output_attentions` not given default to the
+    config's, and `return_dict` (the argument, else `config.return_dict`) chooses between the ModelOutput and its
+    `to_tuple()`. The second half is transformers' own `can_return_tuple` (exported by 4.57 and every 5.x)."""
+
+    @can_return_tuple
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        for flag in OUTPUT_FLAGS:
+            if kwargs.get(flag) is None and getattr(self.config, flag, False):
+                kwargs[flag] = True
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class PortableProcessorMixin:
@@ -160,14 +175,15 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 __all__ = [
+    "CLIP_TOWER_AS_DICT",
     "DATACLASS_CONFIGS",
     "LEGACY_TRANSFORMERS",
     "PortableProcessorMixin",
     "PreTrainedConfig",
-    "asks_dict",
     "bidirectional_attention_mask",
     "finish_post_init",
     "legacy_vision_key_mapping",
+    "model_output",
     "portable_config",
     "weight_init",
     "with_legacy_rope_fields",
