@@ -5,6 +5,8 @@ are wrapped and which tokens are pooled is the processor's business (processing_
 combined ("mean" or "last") is the model's.
 """
 
+import json
+
 from transformers import AutoConfig, CLIPVisionConfig, SiglipVisionConfig
 
 from .configuration_eva02 import EVA02VisionConfig
@@ -92,11 +94,15 @@ class LLM2CLIPConfig(PreTrainedConfig):
         if self.adapter_blocks < 0 or self.adapter_expansion < 1:
             raise ValueError(f"bad adapter shape: {self.adapter_blocks} blocks, expansion {self.adapter_expansion}.")
 
-    def to_dict(self) -> dict:
-        output = super().to_dict()
-        if isinstance(output.get("text_config"), dict):
-            output["text_config"] = with_legacy_rope_fields(output["text_config"])
-        return output
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """transformers' JSON plus the 4.x names of the text model's rope settings (`rope_theta`, `rope_scaling`):
+        4.57 reads only those, 5.x folds them back into `rope_parameters`. Only the file carries them, so the config
+        loaded back equals this one (`to_dict` is transformers' own)."""
+        data = json.loads(super().to_json_string(use_diff=use_diff))
+        if isinstance(data.get("text_config"), dict):
+            rope = getattr(self.text_config, "rope_parameters", None)
+            data["text_config"] = with_legacy_rope_fields(data["text_config"], rope)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 __all__ = ["LLM2CLIPConfig", "VISION_TOWER_CONFIGS"]

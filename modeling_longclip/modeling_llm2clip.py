@@ -139,14 +139,18 @@ class LLM2CLIPPreTrainedModel(PreTrainedModel):
 class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
     def __init__(self, config: LLM2CLIPConfig):
         super().__init__(config)
-        self.vision_model = VISION_TOWERS[config.vision_tower]._from_config(config.vision_config)
+        # One dtype for the whole model, the one it is built in: a tower's sub-config may name another (configs made
+        # from an LLM folder say bfloat16), which `_from_config` would apply to that tower alone, while
+        # `from_pretrained` loads every module in one dtype. A fresh model then differs from itself saved and loaded.
+        dtype = torch.get_default_dtype()
+        self.vision_model = VISION_TOWERS[config.vision_tower]._from_config(config.vision_config, dtype=dtype)
         if config.use_visual_projection:
             self.visual_projection = nn.Linear(
                 config.vision_config.hidden_size, config.projection_dim, bias=config.visual_projection_bias
             )
         else:
             self.visual_projection = nn.Identity()
-        self.text_model = make_bidirectional(AutoModel.from_config(config.text_config))
+        self.text_model = make_bidirectional(AutoModel.from_config(config.text_config, dtype=dtype))
         self.text_adapter = TextAdapter(
             config.text_config.hidden_size,
             config.projection_dim,

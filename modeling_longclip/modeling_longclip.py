@@ -89,6 +89,9 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
 
     def __init__(self, config: LongCLIPConfig):
         super().__init__(config)
+        # CLIPModel builds each tower in its sub-config's dtype when one is named (a config taken from a loaded CLIP
+        # says its dtype); `from_pretrained` loads every module in one dtype, so a fresh model is built in one too.
+        self.to(torch.get_default_dtype())
         embeddings = self.text_model.embeddings
         table = embeddings.position_embedding
         frozen = PartiallyFrozenEmbedding(table.num_embeddings, table.embedding_dim, config.keep_positions)
@@ -148,7 +151,10 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
     ) -> BaseModelOutputWithPooling:
         """The image tower's output with the projected features as `pooler_output` (see `get_text_features`)."""
         outputs = self.vision_model(
-            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **CLIP_TOWER_AS_DICT, **kwargs
+            pixel_values=pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            **CLIP_TOWER_AS_DICT,
+            **kwargs,
         )
         outputs.pooler_output = self.visual_projection(outputs.pooler_output)
         return outputs

@@ -81,10 +81,10 @@ def portable_config(cls):
     return cls
 
 
-def with_legacy_rope_fields(text_config: dict) -> dict:
-    """Add the 4.x names of a 5.x `rope_parameters` entry: 4.x reads `rope_theta` / `rope_scaling` and would
-    silently fall back to its default base (10000 for Llama) without them."""
-    rope = text_config.get("rope_parameters")
+def with_legacy_rope_fields(text_config: dict, rope: dict | None = None) -> dict:
+    """Add the 4.x names of a 5.x `rope_parameters` entry (`rope`, else the dict's own): 4.x reads `rope_theta` /
+    `rope_scaling` and would silently fall back to its default base (10000 for Llama) without them."""
+    rope = rope if isinstance(rope, dict) else text_config.get("rope_parameters")
     if not isinstance(rope, dict) or "rope_theta" in text_config:
         return text_config
     text_config = dict(text_config, rope_theta=rope.get("rope_theta"))
@@ -144,7 +144,8 @@ def model_output(method):
 class PortableProcessorMixin:
     """Processor files that transformers 4.57 reads too: the image processor in its own `preprocessor_config.json`
     (4.x does not read the copy 5.x nests in `processor_config.json`, and would take it for the image processor
-    object) and a tokenizer class name that exists in 4.x."""
+    object) and a tokenizer config in the 4.x spelling (`portable_tokenizer_config`). Converters, trainers and
+    Trainer checkpoints all save tokenizers through here."""
 
     if LEGACY_TRANSFORMERS:  # 4.x finds the sub-processors by these names; 5.x reads `__init__` and rejects them
         attributes = ["image_processor", "tokenizer"]
@@ -164,10 +165,26 @@ class PortableProcessorMixin:
         tokenizer_file = folder / "tokenizer_config.json"
         if tokenizer_file.is_file():
             data = json.loads(tokenizer_file.read_text(encoding="utf-8"))
-            if data.get("tokenizer_class") == "TokenizersBackend":  # the 5.x name of a plain fast tokenizer
-                data["tokenizer_class"] = "PreTrainedTokenizerFast"
-                _write_json(tokenizer_file, data)
+            portable = portable_tokenizer_config(data)
+            if portable != data:
+                _write_json(tokenizer_file, portable)
         return result
+
+
+def portable_tokenizer_config(data: dict) -> dict:
+    """tokenizer_config.json in the spelling transformers 4.57 and every 5.x read: a plain fast tokenizer's class under
+    its 4.x name (5.x writes `TokenizersBackend`), and a list of extra special tokens (Llama / Qwen header tokens) as
+    `additional_special_tokens`: 4.57 fails inside the tokenizer's init on a list under `extra_special_tokens` (and
+    reports it as a missing protobuf library), 5.x reads the 4.x key back into `extra_special_tokens`."""
+    data = dict(data)
+    if data.get("tokenizer_class") == "TokenizersBackend":
+        data["tokenizer_class"] = "PreTrainedTokenizerFast"
+    extra = data.get("extra_special_tokens")
+    if isinstance(extra, list):  # a dict (named tokens such as `image_token`) is read by 4.57 as it is
+        del data["extra_special_tokens"]
+        known = list(data.get("additional_special_tokens") or [])
+        data["additional_special_tokens"] = known + [token for token in extra if token not in known]
+    return data
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -185,6 +202,7 @@ __all__ = [
     "legacy_vision_key_mapping",
     "model_output",
     "portable_config",
+    "portable_tokenizer_config",
     "weight_init",
     "with_legacy_rope_fields",
 ]
