@@ -32,7 +32,7 @@ from modeling_longclip.converters.synthetic import (
     random_proclip_state_dict,
     write_eva02_release,
 )
-from modeling_longclip.converters.synthetic_zoo import random_siglip2_release
+from modeling_longclip.converters.synthetic_zoo import random_siglip2_release, write_lora_adapter
 
 FOLDERS = ("longclip", "proclip", "llm2clip", "eva02", "siglip2")
 OTHER_PYTHONS = os.environ.get("LONGCLIP_OTHER_TRANSFORMERS", "").split()
@@ -65,8 +65,12 @@ def folders(tmp_path_factory):
     convert_proclip(root / "proclip.pt", llm, root / "proclip")
     write_eva02_release(root / "eva02.pt", seed=8)
     convert_llm2clip(root / "eva02.pt", llm, root / "eva02")
-    torch.save(random_siglip2_release(seed=9), root / "siglip2.pt")
-    convert_llm2clip(root / "siglip2.pt", llm, root / "siglip2")
+    (
+        root / "siglip2-release"
+    ).mkdir()  # the release carries its LoRA beside its weights, as the authors' code reads it
+    torch.save(random_siglip2_release(seed=9), root / "siglip2-release" / "siglip2.pt")
+    write_lora_adapter(llm, root / "siglip2-release" / "LLM2CLIP-Llama-3.1-8B")
+    convert_llm2clip(root / "siglip2-release" / "siglip2.pt", llm, root / "siglip2")
     tokenizer = with_extra_special_tokens(tiny_llama3_tokenizer())
     torch.manual_seed(7)
     model = LLM2CLIPModel(tiny_llm2clip_config(tiny_llama_config(len(tokenizer)))).eval()
