@@ -6,6 +6,9 @@ class token and absolute positions; pre-norm blocks whose attention has q and v 
 the patch tokens and a LayerNorm between the merged heads and the output projection (sub-LN); SwiGLU MLP with a
 LayerNorm on its hidden units; a final LayerNorm, whose class token is the pooled output.
 
+One deliberate departure from transformers' CLIP attention, to match eva_clip: the eager path scales q first and
+takes the softmax in the input dtype, not in float32 (`eager_attention_forward`).
+
 Names follow transformers' CLIP vision tower where a part exists there (embeddings.*, encoder.layers.{i}.layer_norm1/2,
 self_attn.out_proj, post_layernorm), so layer-wise decay rules and `_no_split_modules` work alike. Layout choices
 for speed: q, k and v share one `qkv` matrix (k's bias is a constant zero, never a parameter), as do
@@ -54,7 +57,13 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """softmax(q k^T * scale) v with the weights returned; (batch, heads, tokens, head_dim) in, (batch, tokens, ...) out."""
+    """softmax(q k^T * scale) v with the weights returned; (batch, heads, tokens, head_dim) in, (batch, tokens, ...) out.
+
+    Departs from transformers' CLIP / SigLIP eager attention on purpose, to follow eva_clip's `Attention`: the scale
+    multiplies q before the product (not the product), and the softmax runs in the input dtype (transformers computes
+    it in float32, then casts back). In float32 the two agree to rounding; in bf16 / fp16 this is what the released
+    EVA02 towers computed. SDPA / flash backends run their own kernels either way.
+    """
     weights = torch.matmul(query * scaling, key.transpose(-1, -2))
     if attention_mask is not None:
         weights = weights + attention_mask

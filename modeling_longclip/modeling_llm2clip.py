@@ -119,8 +119,27 @@ def pool_hidden_states(
 
 
 class DualTowerOutput(CLIPOutput):
-    """`CLIPOutput` under the name the LLM2CLIP / ProCLIP forward returns: `text_model_output` is the LLM tower's
-    output (projected features as `pooler_output`), None when the forward started from `text_embeds`."""
+    r"""
+    What the LLM2CLIP / ProCLIP `forward` returns: `CLIPOutput`'s fields, so CLIP tools and the zero-shot pipeline read
+    it unchanged; the text tower output is the LLM's.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `return_loss` is `True`):
+            Symmetric InfoNCE between the images and texts of the global batch (gathered over processes).
+        logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+            Scaled cosine similarities `logit_scale.exp() * image_embeds @ text_embeds.T`.
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+            `logits_per_image.T`.
+        text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
+            L2-normalized text embeddings: the adapter's output on the pooled LLM embedding.
+        image_embeds (`torch.FloatTensor` of shape `(image_batch_size, projection_dim)`):
+            L2-normalized image embeddings: the image tower's pooled output through the visual projection.
+        text_model_output (`BaseModelOutputWithPooling`, *optional*):
+            The LLM's output (`last_hidden_state`, and `hidden_states` / `attentions` when asked) with the projected,
+            un-normalized text features as `pooler_output`; `None` when the forward started from `text_embeds`.
+        vision_model_output (`BaseModelOutputWithPooling`):
+            The image tower's output with the projected, un-normalized image features as `pooler_output`.
+    """
 
 
 class LLM2CLIPPreTrainedModel(PreTrainedModel):
