@@ -88,7 +88,7 @@ class LLM2CLIPConfig(PreTrainedConfig):
     >>> # a small random LLM2CLIP: CLIP ViT image tower, 2-layer Llama text tower, adapter to a 64-d joint space
     >>> text = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2)
     >>> config = LLM2CLIPConfig(
-    ...     vision_config={"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2},
+    ...     vision_config={"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2},
     ...     text_config=text,
     ...     projection_dim=64,
     ... )

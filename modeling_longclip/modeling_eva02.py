@@ -57,7 +57,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """softmax(q k^T * scale) v with the weights returned; (batch, heads, tokens, head_dim) in, (batch, tokens, ...) out.
+    """softmax(q k^T * scale) v with the weights returned; (batch, heads, tokens, head_dim) in, (batch, tokens, ...)
+    out.
 
     Departs from transformers' CLIP / SigLIP eager attention on purpose, to follow eva_clip's `Attention`: the scale
     multiplies q before the product (not the product), and the softmax runs in the input dtype (transformers computes

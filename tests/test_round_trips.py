@@ -59,7 +59,7 @@ def batch(seed: int = 0) -> dict:
 
 @pytest.mark.parametrize(("family", "tower"), CASES)
 def test_fresh_model_saved_and_loaded_gives_the_same_outputs(family, tower, tmp_path):
-    """transformers' `test_save_load`: a freshly initialised model, saved and loaded (twice), gives the same forward."""
+    """transformers' `test_save_load`: a fresh model, saved and loaded (twice), gives the same forward."""
     config_class, model_class = CLASSES[family]
     torch.manual_seed(0)
     model = model_class(config_class(**config_dict(family, tower))).eval()

@@ -4,11 +4,11 @@ The release is eva_clip's `CustomCLIP` with a timm tower (`Llama3.1-8B-Siglip2-S
 `vit_so400m_patch14_siglip_224.v2_webli`, `timm_pool: map`, `timm_proj: none`): keys `visual.trunk.*` (timm names),
 `text.text_proj.text_adaptor.*` (the adapter), `logit_scale`, and possibly the merged LLM under `text.text.model.*`.
 Its text path (`llm_model.py`) merges a PEFT LoRA into Llama-3.1-8B-Instruct and calls the adapter with
-`l2_norm=False`; the LoRA is a folder of the release (`checkpoints/LLM2CLIP-Llama-3.1-8B`), not of the base LLM, so
-it is looked for in the release, then beside the LLM (`find_lora`), and a release converted without one is refused
-unless asked for (`no_lora`). Here the timm trunk maps onto transformers' `SiglipVisionModel` (exact GELU, LayerNorm eps 1e-6, as
-timm builds it), the LoRA is merged with peft into the text tower (one plain folder, like stage 1's merged weights),
-and everything is checked against plain-torch references written from the formulas before anything is written.
+`l2_norm=False`; the LoRA is a folder of the release, not of the base LLM (lora.py finds it), and a release converted
+without one is refused unless asked for (`no_lora`). Here the timm trunk maps onto transformers' `SiglipVisionModel`
+(exact GELU, LayerNorm eps 1e-6, as timm builds it), the LoRA is merged with peft into the text tower (one plain
+folder, like stage 1's merged weights), and everything is checked against plain-torch references written from the
+formulas before anything is written.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 import transformers
 from PIL import Image
-from transformers import AutoModel
 
 from ..common.errors import CheckpointError, ConversionError
 from ..common.files import ensure_writable
@@ -43,6 +42,7 @@ from .dual_tower import (
     make_processor,
     resolve_source,
 )
+from .lora import find_lora, lora_search_places, merge_lora_with_peft, reference_lora_merge
 from .reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
 from .state_dicts import check_keys, count_layers, load_state_dict, patch_grid
 
@@ -55,11 +55,6 @@ LAYER_NORM_EPS = 1e-6  # timm's LayerNorm default, used by every SigLIP norm (bl
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)  # timm `v2_webli` / open_clip SigLIP config (eva_clip would use OpenAI's)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 ADAPTER_WEIGHTS = "adapter_model."  # a PEFT adapter's weights (adapter_model.safetensors / .bin): not the release's
-# Where a release keeps its LoRA: the release folder itself or a folder up to two levels below it (the authors' code
-# reads checkpoints/LLM2CLIP-Llama-3.1-8B); beside the LLM only in a subfolder (an adapter_config.json in the LLM
-# folder itself would make transformers apply it on load).
-LORA_IN_RELEASE = ("adapter_config.json", "*/adapter_config.json", "*/*/adapter_config.json")
-LORA_BESIDE_LLM = ("*/adapter_config.json",)
 
 
 @dataclass(frozen=True)
@@ -332,110 +327,6 @@ def siglip_image_processor(size: int):
     )
 
 
-# -- the text side: LLM folder + PEFT LoRA ---------------------------------------------------------------------------
-
-
-def _adapters(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
-    return sorted({match.parent for pattern in patterns for match in folder.glob(pattern)})
-
-
-def find_lora(release: Path | None, llm_folder: Path, lora: str | Path | None = None) -> Path | None:
-    """The PEFT adapter to merge: `lora` if given, else the one found in the release folder (itself or up to two
-    levels below), else the one subfolder of the LLM folder holding adapter_config.json; None when there is none.
-    Several candidates in one place are refused (pass `lora`)."""
-    if lora is not None:
-        path = Path(lora)
-        if not (path / "adapter_config.json").is_file():
-            raise CheckpointError(f"{path}: no adapter_config.json (not a PEFT adapter folder).")
-        return path
-    if (llm_folder / "adapter_config.json").is_file():  # llm2vec's same-folder case: transformers would apply it
-        raise CheckpointError(
-            f"{llm_folder} holds a PEFT adapter_config.json: give the base model folder with the adapter in a subfolder."
-        )
-    for folder, patterns in ((release, LORA_IN_RELEASE), (llm_folder, LORA_BESIDE_LLM)):
-        found = _adapters(folder, patterns) if folder is not None and folder.is_dir() else []
-        if len(found) > 1:
-            names = [str(p.relative_to(folder)) or "." for p in found]
-            raise CheckpointError(f"{folder}: several PEFT adapters {names}; pass --lora PATH to choose one.")
-        if found:
-            return found[0]
-    return None
-
-
-def lora_search_places(release: Path | None, llm_folder: Path) -> str:
-    """Where `find_lora` looks, in words, for the refusal that names them."""
-    places = [f"{release} and two levels of subfolders"] if release is not None else []
-    return " and ".join([*places, f"the subfolders of {llm_folder}"])
-
-
-def lora_config(adapter: Path) -> dict:
-    """adapter_config.json, refused unless it is a plain LoRA (what the reference merge covers)."""
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    unsupported = {
-        "peft_type": config.get("peft_type") not in ("LORA", None),
-        "use_dora": bool(config.get("use_dora")),
-        "bias": config.get("bias", "none") != "none",
-        "rank_pattern / alpha_pattern": bool(config.get("rank_pattern") or config.get("alpha_pattern")),
-        "modules_to_save": bool(config.get("modules_to_save")),
-    }
-    bad = [name for name, flag in unsupported.items() if flag]
-    if bad:
-        raise CheckpointError(f"{adapter}: only plain LoRA adapters are supported, this one uses {bad}.")
-    return config
-
-
-def lora_tensors(adapter: Path, model_keys) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{target weight name: (A, B)} from the adapter file, each target checked against the text model's weights."""
-    file = adapter / "adapter_model.safetensors"
-    if file.is_file():
-        from safetensors.torch import load_file
-
-        raw = load_file(file)
-    elif (adapter / "adapter_model.bin").is_file():
-        raw = torch.load(adapter / "adapter_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise CheckpointError(f"{adapter}: no adapter_model.safetensors or adapter_model.bin.")
-    pairs = {}
-    for key, value in raw.items():
-        module, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
-        if kind not in ("A.weight", "B.weight"):
-            raise CheckpointError(f"{adapter}: unexpected adapter tensor `{key}`.")
-        pairs.setdefault(f"{module}.weight", {})[kind[0]] = value.float()
-    missing = sorted(name for name in pairs if name not in model_keys)
-    if missing or any(len(p) != 2 for p in pairs.values()):
-        raise CheckpointError(
-            f"{adapter}: LoRA targets {missing[:4] or 'incomplete A/B pairs'} do not match the text model."
-        )
-    return {name: (p["A"], p["B"]) for name, p in pairs.items()}
-
-
-def reference_lora_merge(state_dict: dict, adapter: Path) -> dict:
-    """W + (alpha / r) B A (alpha / sqrt(r) with rsLoRA; transposed for fan_in_fan_out): LoRA's merge formula."""
-    config = lora_config(adapter)
-    scale = config["lora_alpha"] / (math.sqrt(config["r"]) if config.get("use_rslora") else config["r"])
-    merged = {k: v.float() for k, v in state_dict.items()}  # untouched tensors shared, merged ones new
-    for name, (a, b) in lora_tensors(adapter, state_dict).items():
-        delta = scale * (b @ a)
-        merged[name] = merged[name] + (delta.t() if config.get("fan_in_fan_out") else delta)
-    return merged
-
-
-def merge_lora_with_peft(tower: TextTower, adapter: Path) -> TextTower:
-    """The LoRA merged into the text tower by peft (`PeftModel.from_pretrained(...).merge_and_unload()`), in fp32.
-
-    The model is built on the meta device around `tower`'s own tensors, so an 8B tower is not copied: those tensors
-    are merged in place (the tower passed in is consumed)."""
-    from peft import PeftModel
-
-    lora_config(adapter)
-    lora_tensors(adapter, tower.state_dict)  # every target must exist: peft would only warn about mismatches
-    with torch.device("meta"):
-        model = AutoModel.from_config(tower.config)
-    model.load_state_dict(tower.state_dict, strict=True, assign=True)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    return TextTower(tower.config, merged.state_dict(), tower.tokenizer, f"{tower.source} + LoRA {adapter}")
-
-
 # -- the conversion --------------------------------------------------------------------------------------------------
 
 
@@ -501,8 +392,8 @@ def _text_tower(llm, weights: dict, file: Path, lora, no_lora: bool) -> tuple[Te
     adapter = None if inner or no_lora else find_lora(file.parent, llm_folder, lora)
     if adapter is None and not inner and not no_lora:
         raise CheckpointError(
-            f"no PEFT LoRA for the SigLIP2 release (looked in {lora_search_places(file.parent, llm_folder)}): its text "
-            "path merges one into the LLM; pass --lora PATH, or --no-lora to convert with the un-adapted LLM."
+            f"no PEFT LoRA for the SigLIP2 release (looked in {lora_search_places(file.parent, llm_folder)}): its "
+            "text path merges one into the LLM; pass --lora PATH, or --no-lora to convert with the un-adapted LLM."
         )
     tower = load_text_tower(llm)
     if inner:  # the file kept LLM2Vec's (already merged) model: that is what the release ran

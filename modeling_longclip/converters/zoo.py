@@ -166,7 +166,8 @@ def text_model_folder(manifest: dict, name: str, fetcher: Fetcher) -> Path:
 def check_lora(entry: dict, source: Path, llm: Path) -> None:
     """The SigLIP2 release needs its stage-1 LoRA (in the release, or beside the text model, where the converter looks
     for it too), unless the file itself carries the merged LLM."""
-    from .siglip2 import LLM_PREFIX, _peek_keys, find_lora, lora_search_places, weight_file
+    from .lora import find_lora, lora_search_places
+    from .siglip2 import LLM_PREFIX, _peek_keys, weight_file
 
     if not entry.get("requires_lora"):
         return
