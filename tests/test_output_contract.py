@@ -304,9 +304,7 @@ TOWER_CONFIGS = {  # the image towers besides CLIP's, at the contract's tiny siz
 @pytest.mark.parametrize("tower", sorted(TOWER_CONFIGS))
 def test_every_image_tower_follows_the_output_rule(tower):
     torch.manual_seed(0)
-    config = tiny_llm2clip_config(
-        tiny_llama_config(LLM_VOCAB), vision_tower=tower, vision_config=TOWER_CONFIGS[tower]
-    )
+    config = tiny_llm2clip_config(tiny_llama_config(LLM_VOCAB), vision_tower=tower, vision_config=TOWER_CONFIGS[tower])
     config._attn_implementation = "eager"
     model = LLM2CLIPModel(config).eval()
     with torch.no_grad():
