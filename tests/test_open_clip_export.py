@@ -194,7 +194,7 @@ def test_existing_output_and_non_model_folders_are_refused(folders, tmp_path, ca
     not_a_model = tmp_path / "photos"
     not_a_model.mkdir()
     line = refusal_in_process(capsys, "open_clip", not_a_model, tmp_path / "out2")
-    assert "not a saved model folder (no config.json)" in line
+    assert "not a model folder (no config.json)" in line
     (not_a_model / "config.json").write_text('{"model_type": "bert"}')  # a model, but no CLIP
     line = refusal_in_process(capsys, "open_clip", not_a_model, tmp_path / "out2")
     assert "model_type 'bert'; the open_clip export takes longclip, clip folders" in line

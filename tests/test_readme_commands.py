@@ -71,15 +71,20 @@ NOT_RUN_HERE = (
 PLACEHOLDER = re.compile(r"\.\.\.|\b[A-Z][A-Z_]+\b")
 
 
+TRAINING = ("longclip-train", "llm2clip-train", "proclip-train", "torchrun")
+
+
 def readme_commands() -> list[str]:
-    """Every command line of README.md's bash blocks: continuation lines joined, comments dropped."""
+    """Every command line of README.md's bash blocks: continuation lines joined, comments dropped. A block that holds
+    a training command is left whole to tests/test_readme_training.py (its feature extractions read the stages'
+    outputs)."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-            line = line.split(" #", 1)[0].strip()
-            if line and not line.startswith("#"):
-                commands.append(line)
+        lines = [line.split(" #", 1)[0].strip() for line in re.sub(r"\\\n\s*", " ", block).splitlines()]
+        lines = [line for line in lines if line and not line.startswith("#")]
+        if not any(line.startswith(TRAINING) for line in lines):
+            commands.extend(lines)
     return commands
 
 

@@ -106,15 +106,27 @@ def convert_llm2clip(
     dtype: str = "float32",
     external_llm: bool = False,
     overwrite: bool = False,
+    lora: str | Path | None = None,
+    no_lora: bool = False,
+    num_heads: int | None = None,
 ) -> DualTowerParity:
     """Released LLM2CLIP CLIP part + LLM folder -> one verified LLM2CLIP folder. The CLIP part is the OpenAI-ViT HF
     repo (model_type "clip": vision_model.*, visual_projection.weight, text_adapter.adaptor.*, logit_scale), or an
     eva_clip CustomCLIP `.pt` (visual.*, text.text_adaptor.*, logit_scale; EVA02 or OpenAI-style ViT), a folder
-    holding it, or EVA02 weights in the HF EvaCLIP layout with an adapter; or the SigLIP2 release (siglip2.py)."""
+    holding it, or EVA02 weights in the HF EvaCLIP layout with an adapter; or the SigLIP2 release (siglip2.py), the
+    only one `lora`, `no_lora` and `num_heads` apply to (see `convert_llm2clip_siglip2`)."""
     from .siglip2 import convert_llm2clip_siglip2, is_siglip2_source
 
+    siglip2_options = {"lora": lora, "no_lora": no_lora, "num_heads": num_heads}
     if is_siglip2_source(clip):  # the SigLIP2 release is an eva_clip CustomCLIP file with a timm tower
-        return convert_llm2clip_siglip2(clip, llm, output, dtype=dtype, external_llm=external_llm, overwrite=overwrite)
+        return convert_llm2clip_siglip2(
+            clip, llm, output, dtype=dtype, external_llm=external_llm, overwrite=overwrite, **siglip2_options
+        )
+    given = [f"--{name.replace('_', '-')}" for name, value in siglip2_options.items() if value not in (None, False)]
+    if given:
+        raise ConversionError(
+            f"{' / '.join(given)}: only for LLM2CLIP's SigLIP2 release, and --clip {clip} is not it."
+        )
     ensure_writable(output, overwrite)
     raw, clip_folder = load_clip_part(clip)
     tower = detect_vision_tower(raw)

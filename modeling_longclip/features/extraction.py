@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..common.files import atomic_write
-from ..embedding import length_order
+from ..embedding import encode_in_length_order
 from .fingerprint import describe_differences, fingerprint_differences, model_fingerprint, text_tower
 from .store import (
     INDEX_FORMAT,
@@ -169,30 +169,27 @@ def run_extraction(
     pending_keys: list[str] = []
     pending_texts: list[str] = []
 
+    def encode_batch(texts: list[str]) -> torch.Tensor:
+        embeds = _encode_batch(model, processor, texts, device, context)
+        if index["dim"] is not None and embeds.shape[1] != index["dim"]:
+            raise FeatureCacheError(
+                f"{output_dir}: cached features have {index['dim']} dims, the model gives {embeds.shape[1]}."
+            )
+        bar.update(len(texts))
+        return embeds.to(storage)
+
     def flush() -> None:
-        order = length_order(processor, pending_texts)
-        rows = None
-        for start in range(0, len(order), batch_size):
-            positions = order[start : start + batch_size]
-            embeds = _encode_batch(model, processor, [pending_texts[i] for i in positions], device, context)
-            if rows is None:
-                if index["dim"] is not None and embeds.shape[1] != index["dim"]:
-                    raise FeatureCacheError(
-                        f"{output_dir}: cached features have {index['dim']} dims, the model gives {embeds.shape[1]}."
-                    )
-                rows = torch.empty(len(order), embeds.shape[1], dtype=storage)
-            rows[torch.tensor(positions)] = embeds.to(storage)
-            bar.update(len(positions))
+        rows = encode_in_length_order(processor, pending_texts, encode_batch, batch_size)
         shard = len(index["shards"])
         name = shard_name(shard)
-        metadata = {"format": str(INDEX_FORMAT), "rows": str(len(order)), "compute_dtype": dtype_name}
+        metadata = {"format": str(INDEX_FORMAT), "rows": str(len(rows)), "compute_dtype": dtype_name}
         atomic_write(output_dir / name, lambda tmp: save_file({TENSOR_NAME: rows.contiguous()}, tmp, metadata))
         index["dim"] = int(rows.shape[1])
         index["shards"].append(name)
         for row, key in enumerate(pending_keys):
             keys[key] = [shard, row]
         write_index(output_dir, index)
-        stats.encoded += len(order)
+        stats.encoded += len(rows)
         stats.shards_written += 1
         pending_keys.clear()
         pending_texts.clear()
