@@ -231,9 +231,12 @@ class SearchService:
             with gr.Row():
                 with gr.Column(scale=4):
                     query = gr.Textbox(
-                        lines=4, max_lines=12, label="Query", placeholder="the harbour at dawn, a red boat ...",
+                        lines=4,
+                        max_lines=12,
+                        label="Query",
+                        placeholder="the harbour at dawn, a red boat ...",
                         elem_id="query",
-                    )  # fmt: skip
+                    )
                     tokens = gr.Markdown(self.token_line(""), elem_id="tokens")
                 with gr.Column(scale=1, min_width=200):
                     image = gr.Image(
