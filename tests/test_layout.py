@@ -26,8 +26,8 @@ RANKS = {
     "features": 3,
     "training": 4,
     "search": 5,
-    "demo": 5,
-    "cli": 6,
+    "demo": 6,  # the embedded default shows the whole product, photo search included
+    "cli": 7,
 }
 
 

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     ("search", "query"): ("search.cli:query_main", "search a photo index with a paragraph or a photo"),
     ("search", "ann"): ("search.cli:ann_main", "build a photo index's FAISS index, print its recall@10"),
     ("search", "info"): ("search.cli:info_main", "what a photo index holds and how it was built"),
+    ("search", "serve"): ("search.serve:serve_main", "a web page and a JSON API over a photo index"),
     ("demo",): ("demo.long_text_demo:main", "the embedded default: what 248 tokens buy"),
     ("demo", "conversion"): ("demo.conversion:main", "a conversion round trip in seconds"),
 }

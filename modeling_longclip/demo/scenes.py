@@ -94,12 +94,13 @@ def make_scenes(groups: int, per_group: int, rng: random.Random) -> list[Scene]:
 
 
 def write_split(scenes: list[Scene], folder: Path, name: str) -> Path:
-    """Images under folder/images/ and a JSON-lines file (image, caption, short_caption) the trainer reads."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
+    """Images under folder/name/ (one folder per split, so the held-out scenes can be indexed on their own) and
+    folder/name.jsonl (image relative to `folder`, caption, short_caption), which the trainer reads."""
+    (folder / name).mkdir(parents=True, exist_ok=True)
     lines = []
     for index, scene in enumerate(scenes):
-        image = f"{name}-{index:05d}.png"
-        scene.render().save(folder / "images" / image)
+        image = f"{name}/{name}-{index:05d}.png"
+        scene.render().save(folder / image)
         lines.append(
             json.dumps({"image": image, "caption": scene.long_caption(), "short_caption": scene.short_caption()})
         )

@@ -7,6 +7,7 @@ longclip-search query INDEX_DIR "TEXT" [-k K] [--json] [--model MODEL] [--ann]  
 longclip-search query INDEX_DIR --image PATH [-k K] [--json] [--model MODEL] [--ann]
 longclip-search ann INDEX_DIR [--kind auto|hnsw|ivf] [--target-recall 0.95]
 longclip-search info INDEX_DIR [--json]
+longclip-search serve INDEX_DIR [--host 127.0.0.1] [--port 7860] [-k K] [--model MODEL] [--ann]      (serve.py)
 ```
 
 Every subcommand follows the package's command-line rule (common/cli.py): a refusal is one `error:` line and exit 2.
@@ -25,12 +26,12 @@ import warnings
 from ..common.cli import ArgumentParser, command
 
 # name -> (module:function in this package, one-line summary); each function is a `command` main(argv) -> int.
-# `serve` (the web page, issue 16 item 4) is reserved for one more row here, built on index.PhotoIndex.
 SUBCOMMANDS = {
     "index": ("cli:index_main", "index (or update) a photo folder"),
     "query": ("cli:query_main", "search an index with a text or a photo"),
     "ann": ("cli:ann_main", "build the approximate (FAISS) index and print its recall@10"),
     "info": ("cli:info_main", "what an index holds and how it was built"),
+    "serve": ("serve:serve_main", "a web page and a JSON API to search an index (the [app] extra)"),
 }
 INDEX_KEPT = "chunks committed so far are kept; run the same command again to continue"
 
