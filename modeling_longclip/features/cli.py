@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from ..common.cli import ArgumentParser, command
-from ..common.errors import DataError
+from ..common.errors import DataError, LongCLIPError
+from ..common.quantization import BACKENDS, BITS, load_quantized_model
 from .caption_sources import iter_captions
 from .extraction import DTYPES, run_extraction
 from .fingerprint import text_tower
@@ -57,14 +58,34 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="text tower dtype (auto: bfloat16 on CUDA, float32 on CPU)",
     )
+    parser.add_argument(
+        "--quantize",
+        choices=BITS,
+        help="load the LLM text tower in 8 or 4 bits (the adapter and image tower stay in --dtype): bitsandbytes on "
+        "CUDA and for 4bit, torchao int8 weight-only for 8bit on a CPU; see --quantization-backend",
+    )
+    parser.add_argument(
+        "--quantization-backend",
+        choices=BACKENDS,
+        default="auto",
+        help="who quantizes (default: %(default)s, as described for --quantize)",
+    )
     parser.add_argument("--storage-dtype", choices=tuple(DTYPES), default="float32", help="dtype of the stored rows")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache already in --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def load_model(model_dir: Path, device: str, dtype: torch.dtype, progress: bool = True):
-    """AutoModel + AutoProcessor (remote code) in eval mode, the text tower on `device`, in `dtype`."""
+def load_model(
+    model_dir: Path,
+    device: str,
+    dtype: torch.dtype,
+    progress: bool = True,
+    quantize: str | None = None,
+    backend: str = "auto",
+):
+    """AutoModel + AutoProcessor (remote code) in eval mode, the text tower on `device`, in `dtype`; with `quantize`,
+    the text tower in 8 or 4 bits (common/quantization.py), the whole model placed on `device`."""
     from transformers import AutoModel, AutoProcessor
     from transformers.utils import logging as transformers_logging
 
@@ -72,8 +93,13 @@ def load_model(model_dir: Path, device: str, dtype: torch.dtype, progress: bool 
     if not progress:
         transformers_logging.disable_progress_bar()
     try:
-        model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=True, dtype=dtype)
-        processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=True)
+        if quantize:  # placed on `device` as it loads
+            model, processor = load_quantized_model(model_dir, quantize, device, backend, dtype=dtype)
+        else:
+            model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=True, dtype=dtype)
+            processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=True)
+    except LongCLIPError:
+        raise
     except (OSError, ValueError) as error:  # unreadable weights, unknown model type, missing tokenizer: one line
         raise DataError(f"{model_dir}: cannot load the model or its processor ({error}).") from None
     finally:
@@ -84,7 +110,8 @@ def load_model(model_dir: Path, device: str, dtype: torch.dtype, progress: bool 
             f"{model_dir}: a {type(model).__name__} has no encode_llm; the cache is for LLM2CLIP / ProCLIP."
         )
     model.eval()
-    text_tower(model).to(device)  # only the text tower runs: the image tower stays where it was loaded
+    if not quantize:
+        text_tower(model).to(device)  # only the text tower runs: the image tower stays where it was loaded
     return model, processor
 
 
@@ -111,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         dtype = DTYPES[args.dtype]
     if output.is_dir() and not args.overwrite:
         read_index(output)  # an unreadable index fails before the weights are loaded
-    model, processor = load_model(model_dir, device, dtype, progress=not args.no_progress)
+    model, processor = load_model(
+        model_dir, device, dtype, not args.no_progress, args.quantize, args.quantization_backend
+    )
     stats = run_extraction(
         model,
         processor,

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..common.files import atomic_write
+from ..common.quantization import describe_quantization, is_quantized
 from ..embedding import length_order
 from .fingerprint import describe_differences, fingerprint_differences, model_fingerprint, text_tower
 from .store import (
@@ -121,6 +122,8 @@ def run_extraction(
         "torch.", ""
     )
 
+    if is_quantized(model):  # recorded beside the compute dtype, not compared (see fingerprint.text_weights_hash)
+        dtype_name += f", text tower {describe_quantization(model.config.quantization_config)}"
     fingerprint = model_fingerprint(model, processor)
     index = read_index(output_dir)
     if index is None:
