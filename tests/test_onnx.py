@@ -126,3 +126,32 @@ def test_int8_refusals_leave_nothing_written(folders, monkeypatch, capsys):
         "pip install -U onnxruntime"
     )
     assert sorted(p.name for p in (folder / "onnx").iterdir()) == before
+
+
+def test_text_tower_with_dropout_exports_in_eval_mode(tmp_path):
+    """A BERT-style text tower has dropout: the export must leave the model in eval mode for its checks (a wrapper in
+    training mode had torch.onnx.export switch dropout on afterwards, and the check refused a correct graph)."""
+    from llm_fixtures import minilm_folder, tiny_image_processor, tiny_llm2clip_config
+    from transformers import AutoTokenizer, BertConfig
+
+    from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor
+    from modeling_longclip.export.folder import write_model_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_folder())
+    bert = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    )
+    torch.manual_seed(0)
+    model = LLM2CLIPModel(tiny_llm2clip_config(bert, projection_dim=16)).eval()
+    processor = LLM2CLIPProcessor(
+        tiny_image_processor(), tokenizer, text_template="{caption}", pooling_scope="all", padding_side="right"
+    )
+    folder = write_model_folder(model, processor, tmp_path / "bert", card="# test\n")
+    checks = export_onnx(folder, quantize="int8", min_cosine=0.9)
+    assert all(c.max_abs_diff <= c.tolerance for c in checks[:2]) and len(checks) == 4
