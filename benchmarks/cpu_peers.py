@@ -355,7 +355,18 @@ def main(argv=None) -> int:
         smoke=args.smoke,
     )
     torch.set_num_threads(settings.threads)
+    import onnxruntime
+
+    info = environment(settings)
+    info["versions"]["onnxruntime"] = onnxruntime.__version__
+    info["threads"] = settings.threads
     rows: list[Row] = []
+
+    def write_json() -> None:  # after every shape, so a run cut short keeps what it measured
+        if args.json:
+            report = {**info, "notes": sorted(NOTES), "targets": targets(rows), "results": [asdict(r) for r in rows]}
+            args.json.write_text(json.dumps(report, indent=2))
+
     for shape in shapes:
         ours, stock = clip_models(shape, settings)
         ours, stock = ours.eval(), stock.eval()
@@ -366,24 +377,18 @@ def main(argv=None) -> int:
                 rows += bench_image(shape, ours, stock, vision_tower, sessions, settings)
             if "text" in args.sections:
                 rows += bench_text(shape, ours, stock, text_tower, sessions, settings)
+        write_json()
+        print(table([r for r in rows if r.shape == shape]), file=sys.stderr, flush=True)
         if args.profile:
             profile_towers(shape, ours, stock, vision_tower, text_tower, settings, args.profile)
         del ours, stock, text_tower, vision_tower, sessions
-    info = environment(settings)
-    import onnxruntime
-
-    info["versions"]["onnxruntime"] = onnxruntime.__version__
-    info["threads"] = settings.threads
     print(f"\n{info['device']} · {info['date']} · " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     print(f"fp32, {settings.threads} threads, {settings.rounds} rounds, caption mix: {settings.caption_mix}\n")
     print(table(rows))
-    lines = targets(rows)
-    print("\n" + "\n".join(lines))
+    print("\n" + "\n".join(targets(rows)))
     for note in sorted(NOTES):
         print(f"\nnote: {note}")
-    if args.json:
-        report = {**info, "notes": sorted(NOTES), "targets": lines, "results": [asdict(r) for r in rows]}
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json()
     return 0
 
 
