@@ -276,8 +276,8 @@ def encode(model, processor, texts: list[str], device: str, batch: int = 32) -> 
     return pooled, features
 
 
-def release(*objects) -> None:
-    del objects
+def release() -> None:
+    """Free what the caller has dropped (its names set to None first), so the next path's peak memory is its own."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -364,7 +364,8 @@ def bench_minilm(folder: Path, args, report: Report, deadline: float) -> dict:
             extra={"texts": len(texts), "images": 0 if images is None else len(images)},
         )
         report.add(row)
-        release(model)
+        model = processor = None
+        release()
     return reference
 
 
@@ -460,7 +461,8 @@ def llama_folder(root: Path, shape: str, device: str) -> Path:
     finally:
         torch.set_default_dtype(previous)
     model.save_pretrained(root / "llama-llm2clip")
-    release(model)
+    model = None
+    release()
     return root / "llama-llm2clip"
 
 
@@ -527,7 +529,8 @@ def bench_llama(root: Path, args, report: Report, deadline: float) -> None:
                 extra={"shape": args.llama_shape, "texts": len(lengths)},
             )
         )
-        release(model)
+        model = run = None
+        release()
 
 
 def fmt(pair, digits=4):
