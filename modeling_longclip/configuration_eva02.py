@@ -11,16 +11,51 @@ from .transformers_compat import PreTrainedConfig, finish_post_init, portable_co
 @portable_config
 class EVA02VisionConfig(PreTrainedConfig):
     r"""
-    hidden_size (`int`, defaults to 1024): width W (B/16: 768, L/14: 1024).
-    intermediate_size (`int`, defaults to 2730): SwiGLU hidden size, int(W * 2.6667) in the releases.
-    num_hidden_layers (`int`, defaults to 24) / num_attention_heads (`int`, defaults to 16): head size W / heads (64).
-    image_size (`int`, defaults to 224) / patch_size (`int`, defaults to 14) / num_channels (`int`, defaults to 3).
-    layer_norm_eps (`float`, defaults to 1e-6): every LayerNorm of the tower.
-    rope_theta (`float`, defaults to 10000.0): base of the rotary frequencies (half a head per image axis).
-    rope_pretrained_grid (`int`, defaults to 16): eva_clip's `pt_hw_seq_len`, the grid the frequencies were made for.
-    rope_interpolate (`bool`, defaults to True): eva_clip's `intp_freq`: positions arange(g) / g * rope_pretrained_grid
-        for a g x g patch grid; without it, integer positions arange(g).
-    attention_dropout (`float`, defaults to 0.0) / initializer_range (`float`, defaults to 0.02).
+    Configuration of an [`EVA02VisionModel`], the EVA02-CLIP image tower of LLM2CLIP's EVA02 releases and ProCLIP's
+    Eva_L14. The defaults describe EVA02-CLIP-L/14 at 224 px (eva_clip's `EVA02-CLIP-L-14.json`).
+
+    Args:
+        hidden_size (`int`, *optional*, defaults to 1024):
+            Width W of the tower (B/16: 768, L/14: 1024).
+        intermediate_size (`int`, *optional*, defaults to 2730):
+            Hidden size of the SwiGLU MLP, int(W * 2.6667) in the releases (B/16: 2048).
+        num_hidden_layers (`int`, *optional*, defaults to 24):
+            Number of encoder layers (B/16: 12).
+        num_attention_heads (`int`, *optional*, defaults to 16):
+            Attention heads per layer; the head size W / heads (64 in the releases) must be divisible by 4.
+        image_size (`int`, *optional*, defaults to 224):
+            Side of the square input image in pixels (224 or 336).
+        patch_size (`int`, *optional*, defaults to 14):
+            Side of the square patches (B/16: 16).
+        num_channels (`int`, *optional*, defaults to 3):
+            Channels of the input image.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-06):
+            Epsilon of every LayerNorm of the tower (blocks, sub-LN, SwiGLU norm, final norm).
+        rope_theta (`float`, *optional*, defaults to 10000.0):
+            Base of the 2-D rotary frequencies (half a head per image axis).
+        rope_pretrained_grid (`int`, *optional*, defaults to 16):
+            eva_clip's `pt_hw_seq_len`: the patch grid the rotary frequencies were made for.
+        rope_interpolate (`bool`, *optional*, defaults to `True`):
+            eva_clip's `intp_freq`: positions arange(g) / g * rope_pretrained_grid for a g x g patch grid; without it,
+            integer positions arange(g).
+        attention_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on the attention weights (training only).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of weights, class token and positions.
+
+    Example:
+
+    ```python
+    >>> from modeling_longclip import EVA02VisionConfig, EVA02VisionModel
+
+    >>> # an EVA02-CLIP-B/16 tower at 224 px, randomly initialised
+    >>> config = EVA02VisionConfig(
+    ...     hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12, patch_size=16
+    ... )
+    >>> model = EVA02VisionModel(config)
+    >>> model.config.image_size // model.config.patch_size
+    14
+    ```
     """
 
     model_type = "eva02_clip_vision"

@@ -5,6 +5,8 @@ are wrapped and which tokens are pooled is the processor's business (processing_
 combined ("mean" or "last") is the model's.
 """
 
+import json
+
 from transformers import AutoConfig, CLIPVisionConfig, SiglipVisionConfig
 
 from .configuration_eva02 import EVA02VisionConfig
@@ -35,23 +37,65 @@ def _as_config(value, default_type: str, fixed_class=None):
 @portable_config
 class LLM2CLIPConfig(PreTrainedConfig):
     r"""
-    vision_tower (`str`, defaults to "clip"): which image tower `vision_config` describes: "clip" (OpenAI-CLIP ViT,
-        transformers' `CLIPVisionModel`), "siglip2" (transformers' `SiglipVisionModel`, attention-pooling head) or "eva02"
-        (EVA02-CLIP, this payload's `EVA02VisionModel`).
-    vision_config (`dict` or the tower's config class): the image tower.
-    use_visual_projection (`bool`, defaults to True): a Linear from the tower's pooled output to `projection_dim`;
-        False when the pooled output already is the joint embedding (LLM2CLIP's SigLIP2 release).
-    text_config (`dict` or `PreTrainedConfig`): the text model (Llama, Qwen2/3, Mistral, BERT, ...), run bidirectionally.
-    projection_dim (`int`, defaults to 1280): size of the joint embedding (LLM2CLIP: 1280; ProCLIP: CLIP's own).
-    adapter_blocks (`int`, defaults to 4) / adapter_expansion (`int`, defaults to 2): the residual MLP adapter.
-    pooling (`str`, defaults to "mean"): "mean" over the pooling mask, or "last" (the last pooled token).
-    text_model_name_or_path (`str`, *optional*): where the text model's weights live when they are kept out of this
-        folder; `from_pretrained` then loads them from there.
-    logit_scale_init_value (`float`, defaults to ln 100).
-    pooling_dtype (`str`, defaults to "model"): the dtype the pooled mean is computed in: "model" (the text model's
-        output dtype, as llm2vec does: bf16 in the released recipe) or "float32"; the result is float32 either way.
-    adapter_normalize_input (`bool`, defaults to True): L2-normalize the pooled text embedding before the adapter, as
-        every release does except LLM2CLIP's SigLIP2 one (its text path calls the adapter with `l2_norm=False`).
+    Configuration of an [`LLM2CLIPModel`]: an image tower, a visual projection, any transformers text model run as a
+    bidirectional encoder, and the residual-MLP adapter from its pooled output to the joint embedding. The defaults
+    describe the released LLM2CLIP shape (a CLIP ViT, Llama at 4096 wide, 4 adapter blocks of expansion 2, 1280-d).
+
+    Args:
+        vision_tower (`str`, *optional*, defaults to `"clip"`):
+            Which image tower `vision_config` describes: `"clip"` (OpenAI-CLIP ViT, transformers'
+            `CLIPVisionModel`), `"siglip2"` (transformers' `SiglipVisionModel` with its attention-pooling head) or
+            `"eva02"` (EVA02-CLIP, this payload's `EVA02VisionModel`).
+        vision_config (`dict` or the tower's config class, *optional*, defaults to `None`):
+            The image tower's configuration (`CLIPVisionConfig`, `SiglipVisionConfig` or `EVA02VisionConfig`, by
+            `vision_tower`); `None` gives that class's defaults.
+        text_config (`dict` or `PreTrainedConfig`, *optional*, defaults to `None`):
+            The text model (Llama, Qwen2/3, Mistral, BERT, ...), run bidirectionally; a dict names its `model_type`.
+            `None` gives a default `LlamaConfig`.
+        projection_dim (`int`, *optional*, defaults to 1280):
+            Size of the joint embedding (LLM2CLIP: 1280; ProCLIP: the CLIP model's own).
+        visual_projection_bias (`bool`, *optional*, defaults to `False`):
+            Whether the visual projection has a bias (the releases' has none).
+        use_visual_projection (`bool`, *optional*, defaults to `True`):
+            A Linear from the tower's pooled output to `projection_dim`; `False` when the pooled output already is the
+            joint embedding (LLM2CLIP's SigLIP2 release).
+        adapter_blocks (`int`, *optional*, defaults to 4):
+            Residual MLP blocks of the adapter (y = x + fc2(GELU(fc1(LN(x))))), before its final LayerNorm + Linear.
+        adapter_expansion (`int`, *optional*, defaults to 2):
+            Hidden width of each adapter block, as a multiple of the text model's width.
+        pooling (`str`, *optional*, defaults to `"mean"`):
+            How the pooled tokens (the processor's pooling mask) are combined: `"mean"`, or `"last"` (the last one).
+        text_model_name_or_path (`str`, *optional*, defaults to `None`):
+            Where the text model's weights live when they are kept out of this folder; `from_pretrained` then loads
+            them from there.
+        logit_scale_init_value (`float`, *optional*, defaults to 4.6052):
+            Initial value of `logit_scale` (ln 100, where the released models end up).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of the adapter and the visual projection.
+        pooling_dtype (`str`, *optional*, defaults to `"model"`):
+            The dtype the pooled mean is computed in: `"model"` (the text model's output dtype, as llm2vec does: bf16
+            in the released recipe) or `"float32"`; the result is float32 either way.
+        adapter_normalize_input (`bool`, *optional*, defaults to `True`):
+            L2-normalize the pooled text embedding before the adapter, as every release does except LLM2CLIP's SigLIP2
+            one (its text path calls the adapter with `l2_norm=False`).
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig
+    >>> from modeling_longclip import LLM2CLIPConfig, LLM2CLIPModel
+
+    >>> # a small random LLM2CLIP: CLIP ViT image tower, 2-layer Llama text tower, adapter to a 64-d joint space
+    >>> text = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2)
+    >>> config = LLM2CLIPConfig(
+    ...     vision_config={"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2},
+    ...     text_config=text,
+    ...     projection_dim=64,
+    ... )
+    >>> model = LLM2CLIPModel(config)
+    >>> model.text_adapter.adaptor[-1].out_features
+    64
+    ```
     """
 
     model_type = "llm2clip"
@@ -92,11 +136,15 @@ class LLM2CLIPConfig(PreTrainedConfig):
         if self.adapter_blocks < 0 or self.adapter_expansion < 1:
             raise ValueError(f"bad adapter shape: {self.adapter_blocks} blocks, expansion {self.adapter_expansion}.")
 
-    def to_dict(self) -> dict:
-        output = super().to_dict()
-        if isinstance(output.get("text_config"), dict):
-            output["text_config"] = with_legacy_rope_fields(output["text_config"])
-        return output
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """transformers' JSON plus the 4.x names of the text model's rope settings (`rope_theta`, `rope_scaling`):
+        4.57 reads only those, 5.x folds them back into `rope_parameters`. Only the file carries them, so the config
+        loaded back equals this one (`to_dict` is transformers' own)."""
+        data = json.loads(super().to_json_string(use_diff=use_diff))
+        if isinstance(data.get("text_config"), dict):
+            rope = getattr(self.text_config, "rope_parameters", None)
+            data["text_config"] = with_legacy_rope_fields(data["text_config"], rope)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 __all__ = ["LLM2CLIPConfig", "VISION_TOWER_CONFIGS"]

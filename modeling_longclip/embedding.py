@@ -5,7 +5,7 @@ Part of the flat Hub payload: imports only torch and transformers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +14,6 @@ import torch.nn.functional as F
 def pooled_features(output) -> torch.Tensor:
     """Projected features from `get_*_features`, which returns a tensor or (transformers 5) a pooled ModelOutput."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-def resolve_return_dict(config, return_dict: bool | None) -> bool:
-    """An explicit `return_dict` wins, else the config's (transformers' rule for every model output)."""
-    return config.return_dict if return_dict is None else return_dict
 
 
 def scaled_similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor):
@@ -70,6 +65,26 @@ def length_order(processor, texts: Sequence[str]) -> list[int]:
     return order_by_length(lengths)
 
 
+def encode_in_length_order(
+    processor, texts: Sequence[str], encode_batch: Callable[[list[str]], torch.Tensor], batch_size: int
+) -> torch.Tensor | None:
+    """`encode_batch(batch_texts) -> [b, dim]` over batches cut from `length_order` (similar lengths pad little), with
+    the rows put back in the order given: [len(texts), dim] in the dtype and on the device of the batches; None
+    without texts. The one place that sorts texts by length, for `encode_text`, the evaluation and the feature cache.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    order = length_order(processor, texts)
+    rows = None
+    for start in range(0, len(order), batch_size):
+        positions = order[start : start + batch_size]
+        embeds = encode_batch([texts[i] for i in positions])
+        if rows is None:
+            rows = torch.empty(len(texts), embeds.shape[-1], dtype=embeds.dtype, device=embeds.device)
+        rows[torch.tensor(positions, device=rows.device)] = embeds.to(rows.device)
+    return rows
+
+
 class EmbeddingMixin:
     """`encode_text` / `encode_image` on top of `get_text_features` / `get_image_features`."""
 
@@ -103,12 +118,10 @@ class EmbeddingMixin:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return torch.zeros(0, self.config.projection_dim, device=self.device)
-        order = length_order(processor, texts)
         drop_mask = self.text_padding_mask_optional(processor)
-        embeddings = None
-        for start in range(0, len(order), batch_size):
-            positions = order[start : start + batch_size]
-            inputs = processor(text=[texts[i] for i in positions], return_tensors="pt", **processor_kwargs)
+
+        def encode_batch(batch: list[str]) -> torch.Tensor:
+            inputs = processor(text=batch, return_tensors="pt", **processor_kwargs)
             window_to_text = inputs.pop("window_to_text", None)
             window_tokens = inputs.pop("window_tokens", None)
             if drop_mask:
@@ -116,19 +129,19 @@ class EmbeddingMixin:
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             embeds = pooled_features(self.get_text_features(**inputs, return_dict=True))
             if window_to_text is not None:
-                embeds = pool_text_windows(embeds, window_to_text, window_tokens, len(positions))
-            else:
-                embeds = F.normalize(embeds.float(), dim=-1)
-            if embeddings is None:
-                embeddings = torch.empty(len(texts), embeds.shape[-1], dtype=torch.float32, device=embeds.device)
-            embeddings[torch.tensor(positions, device=embeds.device)] = embeds
-        return embeddings
+                return pool_text_windows(embeds, window_to_text, window_tokens, len(batch))
+            return F.normalize(embeds.float(), dim=-1)
+
+        return encode_in_length_order(processor, texts, encode_batch, batch_size)
 
     @torch.no_grad()
     def encode_image(self, images, processor=None, batch_size: int = 64):
-        """L2-normalized image embeddings [n, dim] in float32 from PIL images (or anything the processor takes)."""
-        processor = processor or self.get_processor()
+        """L2-normalized image embeddings [n, dim] in float32 from PIL images (or anything the processor takes); no
+        images give an empty [0, dim], like `encode_text([])`."""
         images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            return torch.zeros(0, self.config.projection_dim, device=self.device)
+        processor = processor or self.get_processor()
         chunks = []
         for start in range(0, len(images), batch_size):
             inputs = processor(images=images[start : start + batch_size], return_tensors="pt")
@@ -140,10 +153,10 @@ class EmbeddingMixin:
 
 __all__ = [
     "EmbeddingMixin",
+    "encode_in_length_order",
     "length_order",
     "order_by_length",
     "pool_text_windows",
     "pooled_features",
-    "resolve_return_dict",
     "scaled_similarity",
 ]

@@ -6,6 +6,9 @@ class token and absolute positions; pre-norm blocks whose attention has q and v 
 the patch tokens and a LayerNorm between the merged heads and the output projection (sub-LN); SwiGLU MLP with a
 LayerNorm on its hidden units; a final LayerNorm, whose class token is the pooled output.
 
+One deliberate departure from transformers' CLIP attention, to match eva_clip: the eager path scales q first and
+takes the softmax in the input dtype, not in float32 (`eager_attention_forward`).
+
 Names follow transformers' CLIP vision tower where a part exists there (embeddings.*, encoder.layers.{i}.layer_norm1/2,
 self_attn.out_proj, post_layernorm), so layer-wise decay rules and `_no_split_modules` work alike. Layout choices
 for speed: q, k and v share one `qkv` matrix (k's bias is a constant zero, never a parameter), as do
@@ -23,6 +26,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_eva02 import EVA02VisionConfig
+from .transformers_compat import model_output
 from .transformers_compat import weight_init as init
 
 
@@ -53,7 +57,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """softmax(q k^T * scale) v with the weights returned; (batch, heads, tokens, head_dim) in, (batch, tokens, ...) out."""
+    """softmax(q k^T * scale) v with the weights returned; (batch, heads, tokens, head_dim) in, (batch, tokens, ...)
+    out.
+
+    Departs from transformers' CLIP / SigLIP eager attention on purpose, to follow eva_clip's `Attention`: the scale
+    multiplies q before the product (not the product), and the softmax runs in the input dtype (transformers computes
+    it in float32, then casts back). In float32 the two agree to rounding; in bf16 / fp16 this is what the released
+    EVA02 towers computed. SDPA / flash backends run their own kernels either way.
+    """
     weights = torch.matmul(query * scaling, key.transpose(-1, -2))
     if attention_mask is not None:
         weights = weights + attention_mask
@@ -226,35 +237,32 @@ class EVA02VisionModel(EVA02PreTrainedModel):
             self._rotary_cache[key] = (cos.to(dtype), (sin * signs).to(dtype))
         return self._rotary_cache[key]
 
+    @model_output
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
+        *,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         if pixel_values is None:
             raise ValueError("EVA02VisionModel needs pixel_values.")
-        config = self.config
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = config.return_dict if return_dict is None else return_dict
         hidden_states = self.embeddings(pixel_values)
         cos, signed_sin = self.rotary_tables(hidden_states.device, hidden_states.dtype)
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.encoder.layers:
-            hidden_states, weights = layer(hidden_states, cos, signed_sin, output_attentions=output_attentions)
+            hidden_states, weights = layer(hidden_states, cos, signed_sin, output_attentions=bool(output_attentions))
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             if output_attentions:
                 all_attentions += (weights,)
-        pooled = self.post_layernorm(hidden_states[:, 0])
-        if not return_dict:
-            return tuple(v for v in (hidden_states, pooled, all_hidden, all_attentions) if v is not None)
         return BaseModelOutputWithPooling(
-            last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden, attentions=all_attentions
+            last_hidden_state=hidden_states,
+            pooler_output=self.post_layernorm(hidden_states[:, 0]),
+            hidden_states=all_hidden,
+            attentions=all_attentions,
         )
 
 

@@ -21,9 +21,14 @@ from transformers.models.clip.modeling_clip import CLIPOutput
 from .configuration_eva02 import EVA02VisionConfig  # noqa: F401  (transformers 4.x copies only direct imports)
 from .configuration_llm2clip import LLM2CLIPConfig
 from .contrastive import contrastive_loss
-from .embedding import EmbeddingMixin, resolve_return_dict, scaled_similarity
+from .embedding import EmbeddingMixin, scaled_similarity
 from .modeling_eva02 import EVA02VisionModel
-from .transformers_compat import PreTrainedConfig, bidirectional_attention_mask, legacy_vision_key_mapping
+from .transformers_compat import (
+    PreTrainedConfig,
+    bidirectional_attention_mask,
+    legacy_vision_key_mapping,
+    model_output,
+)
 
 # Keyword arguments of `forward` that the image tower takes too.
 VISION_OPTIONS = ("output_hidden_states", "output_attentions", "interpolate_pos_encoding")
@@ -114,8 +119,27 @@ def pool_hidden_states(
 
 
 class DualTowerOutput(CLIPOutput):
-    """`CLIPOutput` under the name the LLM2CLIP / ProCLIP forward returns: `text_model_output` is the LLM tower's
-    output (projected features as `pooler_output`), None when the forward started from `text_embeds`."""
+    r"""
+    What the LLM2CLIP / ProCLIP `forward` returns: `CLIPOutput`'s fields, so CLIP tools and the zero-shot pipeline read
+    it unchanged; the text tower output is the LLM's.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `return_loss` is `True`):
+            Symmetric InfoNCE between the images and texts of the global batch (gathered over processes).
+        logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+            Scaled cosine similarities `logit_scale.exp() * image_embeds @ text_embeds.T`.
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+            `logits_per_image.T`.
+        text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
+            L2-normalized text embeddings: the adapter's output on the pooled LLM embedding.
+        image_embeds (`torch.FloatTensor` of shape `(image_batch_size, projection_dim)`):
+            L2-normalized image embeddings: the image tower's pooled output through the visual projection.
+        text_model_output (`BaseModelOutputWithPooling`, *optional*):
+            The LLM's output (`last_hidden_state`, and `hidden_states` / `attentions` when asked) with the projected,
+            un-normalized text features as `pooler_output`; `None` when the forward started from `text_embeds`.
+        vision_model_output (`BaseModelOutputWithPooling`):
+            The image tower's output with the projected, un-normalized image features as `pooler_output`.
+    """
 
 
 class LLM2CLIPPreTrainedModel(PreTrainedModel):
@@ -134,14 +158,18 @@ class LLM2CLIPPreTrainedModel(PreTrainedModel):
 class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
     def __init__(self, config: LLM2CLIPConfig):
         super().__init__(config)
-        self.vision_model = VISION_TOWERS[config.vision_tower]._from_config(config.vision_config)
+        # One dtype for the whole model, the one it is built in: a tower's sub-config may name another (configs made
+        # from an LLM folder say bfloat16), which `_from_config` would apply to that tower alone, while
+        # `from_pretrained` loads every module in one dtype. A fresh model then differs from itself saved and loaded.
+        dtype = torch.get_default_dtype()
+        self.vision_model = VISION_TOWERS[config.vision_tower]._from_config(config.vision_config, dtype=dtype)
         if config.use_visual_projection:
             self.visual_projection = nn.Linear(
                 config.vision_config.hidden_size, config.projection_dim, bias=config.visual_projection_bias
             )
         else:
             self.visual_projection = nn.Identity()
-        self.text_model = make_bidirectional(AutoModel.from_config(config.text_config))
+        self.text_model = make_bidirectional(AutoModel.from_config(config.text_config, dtype=dtype))
         self.text_adapter = TextAdapter(
             config.text_config.hidden_size,
             config.projection_dim,
@@ -237,13 +265,13 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         """Pooled, un-normalized text-model embeddings in fp32: what the feature cache stores."""
         return self.run_text_model(input_ids, attention_mask, pooling_mask)[1]
 
+    @model_output
     def get_text_features(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         pooling_mask: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
         """Projected text features (`pooler_output`) from tokens, or from precomputed pooled LLM `text_embeds`.
@@ -260,22 +288,21 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
                 )
             llm, text_embeds = self.run_text_model(input_ids, attention_mask, pooling_mask, **kwargs)
         output_layer = self.text_adapter.adaptor[-1].weight
-        text_outputs = BaseModelOutputWithPooling(
+        return BaseModelOutputWithPooling(
             last_hidden_state=None if llm is None else llm.last_hidden_state,
             pooler_output=self.text_adapter(text_embeds.to(output_layer.device, output_layer.dtype)),
             hidden_states=None if llm is None else llm.get("hidden_states"),
             attentions=None if llm is None else llm.get("attentions"),
         )
-        return text_outputs if resolve_return_dict(self.config, return_dict) else text_outputs.to_tuple()
 
-    def get_image_features(
-        self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs
-    ) -> BaseModelOutputWithPooling:
+    @model_output
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         """The image tower's output with the projected features as `pooler_output` (like `CLIPModel`)."""
         outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
         outputs.pooler_output = self.visual_projection(outputs.pooler_output)
-        return outputs if resolve_return_dict(self.config, return_dict) else outputs.to_tuple()
+        return outputs
 
+    @model_output
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -284,13 +311,13 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         pooling_mask: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
         return_loss: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> DualTowerOutput:
         """Logits between images and texts; with `return_loss=True`, symmetric InfoNCE over the global batch.
 
         `output_hidden_states` / `output_attentions` reach both towers, as in `CLIPModel`; other keyword arguments
-        (e.g. `token_type_ids` from a tokenizer) only the text model; `return_dict=False` gives the output's `to_tuple()`, tower outputs as nested tuples.
+        (e.g. `token_type_ids` from a tokenizer) only the text model; `return_dict=False` gives the output's
+        `to_tuple()`, tower outputs as nested tuples (`model_output`, the rule of every model here).
         """
         vision_options = {k: kwargs[k] for k in VISION_OPTIONS if k in kwargs}  # not the tokenizer's extras
         vision_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True, **vision_options)
@@ -301,7 +328,7 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         image, text, logits_per_text = scaled_similarity(
             vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale
         )
-        output = DualTowerOutput(
+        return DualTowerOutput(
             loss=contrastive_loss(image, text, self.logit_scale.exp()) if return_loss else None,
             logits_per_image=logits_per_text.t(),
             logits_per_text=logits_per_text,
@@ -310,7 +337,6 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
             text_model_output=text_outputs if text_embeds is None else None,
             vision_model_output=vision_outputs,
         )
-        return output if resolve_return_dict(self.config, return_dict) else output.to_tuple()
 
 
 __all__ = ["LLM2CLIPModel", "LLM2CLIPPreTrainedModel", "TextAdapter", "make_bidirectional", "pool_hidden_states"]

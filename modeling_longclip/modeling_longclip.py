@@ -13,12 +13,13 @@ import os
 import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_longclip import LongCLIPConfig
 from .contrastive import long_clip_loss
-from .embedding import EmbeddingMixin, pooled_features, resolve_return_dict, scaled_similarity
-from .transformers_compat import asks_dict
+from .embedding import EmbeddingMixin, scaled_similarity
+from .transformers_compat import CLIP_TOWER_AS_DICT, model_output
 
 POSITION_EMBEDDING_KEY = "text_model.embeddings.position_embedding.weight"
 
@@ -88,6 +89,9 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
 
     def __init__(self, config: LongCLIPConfig):
         super().__init__(config)
+        # CLIPModel builds each tower in its sub-config's dtype when one is named (a config taken from a loaded CLIP
+        # says its dtype); `from_pretrained` loads every module in one dtype, so a fresh model is built in one too.
+        self.to(torch.get_default_dtype())
         embeddings = self.text_model.embeddings
         table = embeddings.position_embedding
         frozen = PartiallyFrozenEmbedding(table.num_embeddings, table.embedding_dim, config.keep_positions)
@@ -121,13 +125,41 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         model.load_state_dict(state_dict, strict=True)
         return model
 
-    @staticmethod
-    def _projected(tower_outputs, projection):
-        """A tower's output with its projected features as `pooler_output`: what transformers 5's
-        `get_*_features` return (4.x's return the bare tensor), so `forward` gives the same on both."""
-        tower_outputs.pooler_output = projection(tower_outputs.pooler_output)
-        return tower_outputs
+    @model_output
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """The text tower's output with the projected features as `pooler_output`, as transformers 5's `CLIPModel`
+        gives it (4.x's gave the bare tensor): the same on every version, and under the output rule of this package."""
+        outputs = self.text_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **CLIP_TOWER_AS_DICT,
+            **kwargs,
+        )
+        outputs.pooler_output = self.text_projection(outputs.pooler_output)
+        return outputs
 
+    @model_output
+    def get_image_features(
+        self, pixel_values: torch.Tensor | None = None, interpolate_pos_encoding: bool = False, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """The image tower's output with the projected features as `pooler_output` (see `get_text_features`)."""
+        outputs = self.vision_model(
+            pixel_values=pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            **CLIP_TOWER_AS_DICT,
+            **kwargs,
+        )
+        outputs.pooler_output = self.visual_projection(outputs.pooler_output)
+        return outputs
+
+    @model_output
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -138,7 +170,6 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         short_attention_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> CLIPOutput:
         """CLIP forward; with `return_loss=True` the Long-CLIP loss when short captions are given, else the CLIP loss.
@@ -146,26 +177,13 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         The loss gathers features from every process of an initialized process group (with gradients), so the
         negatives span the global batch whoever calls `forward`. The towers are asked for dicts explicitly (stock
         `CLIPModel.forward` breaks under `config.return_dict=False`); `return_dict=False` (argument or config) gives
-        `CLIPOutput.to_tuple()`.
+        `CLIPOutput.to_tuple()` (`model_output`, the rule of every model here).
         """
-        vision_outputs = self._projected(
-            self.vision_model(
-                pixel_values=pixel_values,
-                interpolate_pos_encoding=interpolate_pos_encoding,
-                **asks_dict(self.vision_model),
-                **kwargs,
-            ),
-            self.visual_projection,
+        vision_outputs = self.get_image_features(
+            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
         )
-        text_outputs = self._projected(
-            self.text_model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                **asks_dict(self.text_model),
-                **kwargs,
-            ),
-            self.text_projection,
+        text_outputs = self.get_text_features(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **kwargs
         )
         image_embeds, text_embeds, logits_per_text = scaled_similarity(
             vision_outputs.pooler_output, text_outputs.pooler_output, self.logit_scale
@@ -174,11 +192,9 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
         if return_loss:
             short_embeds = None
             if short_input_ids is not None:
-                short_embeds = pooled_features(
-                    self.get_text_features(
-                        input_ids=short_input_ids, attention_mask=short_attention_mask, return_dict=True
-                    )
-                )
+                short_embeds = self.get_text_features(
+                    input_ids=short_input_ids, attention_mask=short_attention_mask, return_dict=True
+                ).pooler_output
                 short_embeds = short_embeds / short_embeds.norm(dim=-1, keepdim=True)
             loss = long_clip_loss(
                 image_embeds,
@@ -189,7 +205,7 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
                 label_smoothing=self.config.label_smoothing if short_embeds is not None else 0.0,
                 short_weight=self.config.short_caption_loss_weight,
             )
-        outputs = CLIPOutput(
+        return CLIPOutput(
             loss=loss,
             logits_per_image=logits_per_text.t(),
             logits_per_text=logits_per_text,
@@ -198,7 +214,6 @@ class LongCLIPModel(EmbeddingMixin, CLIPModel):
             text_model_output=text_outputs,
             vision_model_output=vision_outputs,
         )
-        return outputs if resolve_return_dict(self.config, return_dict) else outputs.to_tuple()
 
 
 __all__ = ["LongCLIPModel", "PartiallyFrozenEmbedding", "stretch_position_embeddings"]

@@ -19,9 +19,11 @@ Mistral, BERT, ...) use their own.
 
 from __future__ import annotations
 
+import warnings
+
 from transformers import BatchFeature, ProcessorMixin
 
-from .processing_options import route_options
+from .processing_options import LongTextTruncationWarning, route_options, text_list
 from .transformers_compat import PortableProcessorMixin
 
 LLAMA3_TEXT_TEMPLATE = "<|start_header_id|>user<|end_header_id|>\n\n{caption}<|eot_id|>"
@@ -115,7 +117,10 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
 
     def texts_to_tokenize(self, caption: str, max_length: int | None = None, doc_max_length: int | None = None):
         """(the full text, the pooled part) llm2vec tokenizes for `caption`: cut, strip, wrap, split on the separator."""
-        caption = self.fit_caption(caption, max_length, doc_max_length)
+        return self._wrap(self.fit_caption(caption, max_length, doc_max_length))
+
+    def _wrap(self, caption: str) -> tuple[str, str]:
+        """`texts_to_tokenize` after the word cut: strip, wrap in the template, split on the separator."""
         if self.strip_trailing_whitespace:
             caption = caption.rstrip()  # == (separator + caption).strip(): the separator shields the start
         prefix, suffix = self.text_template.split("{caption}", 1)
@@ -123,6 +128,28 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
             return prefix + caption + suffix, caption + suffix
         parts = (prefix + self.instruction_separator + caption + suffix).split(self.instruction_separator)
         return "".join(parts), (parts[1] if len(parts) > 1 else "")
+
+    def _warn_cut(self, texts: list[str], fitted: list[str], attention_mask, max_length: int) -> None:
+        """One LongTextTruncationWarning for the captions that lost tokens (to the word cut or to truncation at
+        `max_length`), with how many: llm2vec drops them without a word. Only captions that were cut or fill the whole
+        row are counted again, untruncated."""
+        dropped = []
+        for text, caption, mask in zip(texts, fitted, attention_mask):
+            kept = sum(mask)
+            if caption == text and kept < max_length:
+                continue
+            full = len(self.tokenizer(self._wrap(text)[0], truncation=False, verbose=False)["input_ids"])
+            if full > kept:
+                dropped.append(full - kept)
+        if dropped:
+            warnings.warn(
+                f"{len(dropped)} of {len(texts)} captions exceed the {max_length}-token limit and lost their end: "
+                f"{sum(dropped)} tokens dropped in all, up to {max(dropped)} from one caption. llm2vec, which made the "
+                "released weights and features, cuts them the same way; split long captions into shorter ones to "
+                "keep their text.",
+                LongTextTruncationWarning,
+                stacklevel=4,
+            )
 
     # -- calling ---------------------------------------------------------------------------------------------------
 
@@ -141,12 +168,7 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
             raise ValueError("LLM2CLIPProcessor needs `text`, `images` or both.")
         data = {}
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
-            if not texts:
-                raise ValueError("LLM2CLIPProcessor got an empty list of texts.")
-            bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
-            if bad:
-                raise TypeError(f"text must be a string or a list of strings, got a {bad[0]} in it.")
+            texts = text_list("LLM2CLIPProcessor", text)
             data.update(self._encode_text(texts, **text_options))
         if images is not None:
             data.update(self.image_processor(images, return_tensors=return_tensors, **image_options))
@@ -172,7 +194,8 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
             )
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}.")
-        pairs = [self.texts_to_tokenize(t, max_length, doc_max_length) for t in texts]
+        fitted = [self.fit_caption(t, max_length, doc_max_length) for t in texts]
+        pairs = [self._wrap(caption) for caption in fitted]
         encoded = self.tokenizer(
             [full for full, _ in pairs],
             padding=padding,
@@ -182,6 +205,7 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
             verbose=False,
         )
         input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        self._warn_cut(texts, fitted, attention_mask, max_length)
         if self.pooling_scope == "all":
             return {"input_ids": input_ids, "attention_mask": attention_mask, "pooling_mask": attention_mask}
         pooling_mask = []
@@ -196,4 +220,4 @@ class LLM2CLIPProcessor(PortableProcessorMixin, ProcessorMixin):
         return {"input_ids": input_ids, "attention_mask": attention_mask, "pooling_mask": pooling_mask}
 
 
-__all__ = ["LLAMA3_TEXT_TEMPLATE", "LLM2CLIPProcessor", "LLM2VEC_SEPARATOR"]
+__all__ = ["LLAMA3_TEXT_TEMPLATE", "LLM2CLIPProcessor", "LLM2VEC_SEPARATOR", "LongTextTruncationWarning"]

@@ -15,8 +15,8 @@ from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, CLIPTo
 
 from .configuration_longclip import LongCLIPConfig
 from .image_processing_longclip import LongCLIPImageProcessor
-from .processing_options import route_options
-from .tokenization_longclip import LongCLIPTokenizer, LongTextTruncationWarning, clean_texts, warn_truncated
+from .processing_options import LongTextTruncationWarning, route_options, text_list
+from .tokenization_longclip import LongCLIPTokenizer, clean_texts, warn_truncated
 from .transformers_compat import LEGACY_TRANSFORMERS, PortableProcessorMixin
 
 LONG_TEXT_MODES = ("truncate", "window")
@@ -99,7 +99,7 @@ class LongCLIPProcessor(PortableProcessorMixin, ProcessorMixin):
         return_tensors = return_tensors if asked is None else asked
         data = {}
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
+            texts = text_list("LongCLIPProcessor", text)
             data.update(self._encode_text(texts, return_tensors=return_tensors, **text_options))
         if images is not None:
             data.update(self.image_processor(images, return_tensors=return_tensors, **image_options))

@@ -1,13 +1,38 @@
-"""How a processor call's keyword arguments reach its text path and its image processor.
+"""How a processor call's arguments reach its text path and its image processor.
 
 Part of the flat Hub payload: imports nothing. transformers 5 (and sentence-transformers, which always sends
 `audio_kwargs={"padding": True}`) may group options per modality; plain keywords keep working. One router for every
-processor of the package, so both families accept the same forms and refuse the same mistakes.
+processor of the package, so both families accept the same forms and refuse the same mistakes; likewise one check of
+the `text` argument and one warning class for texts that lost tokens.
 """
 
 from __future__ import annotations
 
 MODALITY_GROUPS = ("text_kwargs", "images_kwargs", "common_kwargs", "audio_kwargs", "videos_kwargs")
+
+
+class LongTextTruncationWarning(UserWarning):
+    """Some texts were longer than the model's context and lost their tail."""
+
+
+def text_list(owner: str, text) -> list[str]:
+    """`text` as a non-empty list of strings: a string becomes a list of one; a number, None inside the list or an
+    empty list is refused with a TypeError / ValueError that says what was given."""
+    if isinstance(text, str):
+        return [text]
+    if isinstance(text, (bytes, dict)) or not hasattr(text, "__iter__"):
+        shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:37] + "..."
+        raise TypeError(f"{owner}: text must be a string or a list of strings, got {type(text).__name__} {shown}.")
+    texts = list(text)
+    if not texts:
+        raise ValueError(f"{owner} got an empty list of texts: there is nothing to encode.")
+    bad = [type(item).__name__ for item in texts if not isinstance(item, str)]
+    if bad:
+        raise TypeError(
+            f"{owner}: text must be a string or a list of strings, got a list with {len(bad)} item(s) of another "
+            f"type (the first: {bad[0]})."
+        )
+    return texts
 
 
 def image_option_names(image_processor) -> frozenset | None:
@@ -64,4 +89,4 @@ def route_options(owner: str, kwargs: dict, text_options, image_processor, with_
     return text, image, return_tensors
 
 
-__all__ = ["MODALITY_GROUPS", "image_option_names", "route_options"]
+__all__ = ["MODALITY_GROUPS", "LongTextTruncationWarning", "image_option_names", "route_options", "text_list"]

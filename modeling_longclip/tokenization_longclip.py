@@ -1,6 +1,6 @@
 """The CLIP BPE tokenizer with the original's text cleaning, and truncation where a batch could not run otherwise.
 
-Part of the flat Hub payload: imports only transformers (ftfy when it is installed). OpenAI's and Long-CLIP's
+Part of the flat Hub payload: imports only transformers (ftfy when it is installed) and processing_options. OpenAI's and Long-CLIP's
 `tokenize` clean every caption before BPE (`ftfy.fix_text`, `html.unescape` twice, whitespace runs -> one space,
 lower-case); transformers' `CLIPTokenizer` only applies NFC, whitespace and lower-case, so captions with HTML entities,
 ligatures, full-width letters, curly quotes or mojibake get other ids. `LongCLIPTokenizer` cleans first, so every path
@@ -17,6 +17,8 @@ import warnings
 # is, and saved folders hold tokenizer.json alone, which 4.x's slow CLIPTokenizer cannot read.
 from transformers import CLIPTokenizerFast as CLIPTokenizer
 
+from .processing_options import LongTextTruncationWarning
+
 try:
     import ftfy
 except ImportError:  # the cleaning still unescapes HTML and normalizes whitespace; said once, see clean_caption
@@ -26,10 +28,6 @@ except ImportError:  # the cleaning still unescapes HTML and normalizes whitespa
 # `str.split()` also count U+001C..U+001F, which the original keeps (ftfy removes them anyway when installed).
 _WHITESPACE = re.compile("[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 _ftfy_missing_said = False
-
-
-class LongTextTruncationWarning(UserWarning):
-    """Some texts were longer than the model's context and lost their tail."""
 
 
 class TextCleaningWarning(UserWarning):
@@ -63,14 +61,26 @@ def clean_texts(text):
     return text
 
 
-def warn_truncated(lengths, context: int, stacklevel: int = 3) -> None:
+# What a caller can do about truncation depends on how it got there: a processor call can switch to windows, a bare
+# tokenizer call (the zero-shot pipeline's) cannot, so it points at the model's own encoders.
+PROCESSOR_REMEDY = (
+    "Pass long_text='window' to the processor (or to model.encode_text) to encode long texts in {context}-token "
+    "windows instead."
+)
+TOKENIZER_REMEDY = (
+    "A tokenizer call (as pipeline('zero-shot-image-classification') makes) can only truncate; to use every token, "
+    "embed the texts with model.encode_text(texts, long_text='window') and compare them with model.encode_image(images)."
+)
+
+
+def warn_truncated(lengths, context: int, stacklevel: int = 3, remedy: str = PROCESSOR_REMEDY) -> None:
     """One LongTextTruncationWarning for the texts (token counts with SOT/EOT) longer than `context`."""
     overflow = [n - context for n in lengths if n > context]
     if overflow:
         warnings.warn(
             f"{len(overflow)} of {len(lengths)} texts exceed the {context}-token context and were truncated: "
-            f"{sum(overflow)} tokens dropped in all, up to {max(overflow)} from one text. Pass "
-            f"long_text='window' to the processor to encode long texts in {context}-token windows instead.",
+            f"{sum(overflow)} tokens dropped in all, up to {max(overflow)} from one text. "
+            + remedy.format(context=context),
             LongTextTruncationWarning,
             stacklevel=stacklevel,
         )
@@ -100,7 +110,7 @@ class LongCLIPTokenizer(CLIPTokenizer):
                 text, text_pair, add_special_tokens=kwargs.get("add_special_tokens", True), verbose=False
             )["input_ids"]
             counted = [counted] if counted and isinstance(counted[0], int) else counted
-            warn_truncated([len(ids) for ids in counted], self.model_max_length, stacklevel=3)
+            warn_truncated([len(ids) for ids in counted], self.model_max_length, stacklevel=3, remedy=TOKENIZER_REMEDY)
         return super().__call__(text, text_pair, *args, **kwargs)
 
     def _encode_plus(self, text, text_pair=None, *args, **kwargs):

@@ -1,9 +1,11 @@
 """What lets a saved folder load on transformers 4.57 (the last 4.x line) as well as on every 5.x.
 
 Part of the flat Hub payload: imports only torch and transformers. The package itself needs 5.17+, but the folders it
-writes are loaded by users still on 4.57. Three things differ there: configs are plain classes with an `__init__`
-instead of 5.x dataclasses, processors name their sub-processor classes and read the image processor from its own
-`preprocessor_config.json`, and decoder models ignore `config.is_causal` when building their attention mask.
+writes are loaded by users still on 4.57. What differs there: configs are plain classes with an `__init__` instead
+of 5.x dataclasses; processors name their sub-processor classes and read the image processor from its own
+`preprocessor_config.json`; tokenizer configs spell extra special tokens the 4.x way; decoder models ignore
+`config.is_causal` when building their attention mask; CLIPModel holds the inner CLIP transformers, which take no
+`return_dict`. It also holds the one output rule every model class here follows (`model_output`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from transformers.utils import can_return_tuple
 
 PreTrainedConfig = getattr(transformers, "PreTrainedConfig", None) or transformers.PretrainedConfig
 try:  # 5.x's initializers leave tensors already loaded from a checkpoint alone
@@ -78,10 +81,10 @@ def portable_config(cls):
     return cls
 
 
-def with_legacy_rope_fields(text_config: dict) -> dict:
-    """Add the 4.x names of a 5.x `rope_parameters` entry: 4.x reads `rope_theta` / `rope_scaling` and would
-    silently fall back to its default base (10000 for Llama) without them."""
-    rope = text_config.get("rope_parameters")
+def with_legacy_rope_fields(text_config: dict, rope: dict | None = None) -> dict:
+    """Add the 4.x names of a 5.x `rope_parameters` entry (`rope`, else the dict's own): 4.x reads `rope_theta` /
+    `rope_scaling` and would silently fall back to its default base (10000 for Llama) without them."""
+    rope = rope if isinstance(rope, dict) else text_config.get("rope_parameters")
     if not isinstance(rope, dict) or "rope_theta" in text_config:
         return text_config
     text_config = dict(text_config, rope_theta=rope.get("rope_theta"))
@@ -114,22 +117,35 @@ def legacy_vision_key_mapping(tower_class) -> dict | None:
     return None
 
 
-def asks_dict(module) -> dict:
-    """`{"return_dict": True}` for a tower whose forward takes it (5.x: `config.return_dict=False` would otherwise give
-    a tuple); nothing for 4.x's inner CLIP transformers, which always return a ModelOutput and reject the argument."""
-    return {"return_dict": True} if _forward_takes_return_dict(type(module)) else {}
+# Keyword arguments of a call to a CLIP tower inside LongCLIPModel that make it return a ModelOutput: 5.x's CLIPModel
+# holds the full tower models, which give a tuple when their own config says `return_dict=False`; 4.x's holds the inner
+# CLIP transformers, which always return a ModelOutput and take no `return_dict`.
+CLIP_TOWER_AS_DICT = {} if LEGACY_TRANSFORMERS else {"return_dict": True}
+OUTPUT_FLAGS = ("output_hidden_states", "output_attentions")
 
 
-@functools.cache
-def _forward_takes_return_dict(module_class) -> bool:  # once per class, not on every forward
-    parameters = inspect.signature(module_class.forward).parameters.values()
-    return any(p.name == "return_dict" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+def model_output(method):
+    """The output rule of every model method of this payload (forward, get_text_features, get_image_features), as
+    transformers applies it to its own models: `output_hidden_states` / `output_attentions` not given default to the
+    config's, and `return_dict` (the argument, else `config.return_dict`) chooses between the ModelOutput and its
+    `to_tuple()`. The second half is transformers' own `can_return_tuple` (exported by 4.57 and every 5.x)."""
+
+    @can_return_tuple
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        for flag in OUTPUT_FLAGS:
+            if kwargs.get(flag) is None and getattr(self.config, flag, False):
+                kwargs[flag] = True
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class PortableProcessorMixin:
     """Processor files that transformers 4.57 reads too: the image processor in its own `preprocessor_config.json`
     (4.x does not read the copy 5.x nests in `processor_config.json`, and would take it for the image processor
-    object) and a tokenizer class name that exists in 4.x."""
+    object) and a tokenizer config in the 4.x spelling (`portable_tokenizer_config`). Converters, trainers and
+    Trainer checkpoints all save tokenizers through here."""
 
     if LEGACY_TRANSFORMERS:  # 4.x finds the sub-processors by these names; 5.x reads `__init__` and rejects them
         attributes = ["image_processor", "tokenizer"]
@@ -149,10 +165,26 @@ class PortableProcessorMixin:
         tokenizer_file = folder / "tokenizer_config.json"
         if tokenizer_file.is_file():
             data = json.loads(tokenizer_file.read_text(encoding="utf-8"))
-            if data.get("tokenizer_class") == "TokenizersBackend":  # the 5.x name of a plain fast tokenizer
-                data["tokenizer_class"] = "PreTrainedTokenizerFast"
-                _write_json(tokenizer_file, data)
+            portable = portable_tokenizer_config(data)
+            if portable != data:
+                _write_json(tokenizer_file, portable)
         return result
+
+
+def portable_tokenizer_config(data: dict) -> dict:
+    """tokenizer_config.json in the spelling transformers 4.57 and every 5.x read: a plain fast tokenizer's class under
+    its 4.x name (5.x writes `TokenizersBackend`), and a list of extra special tokens (Llama / Qwen header tokens) as
+    `additional_special_tokens`: 4.57 fails inside the tokenizer's init on a list under `extra_special_tokens` (and
+    reports it as a missing protobuf library), 5.x reads the 4.x key back into `extra_special_tokens`."""
+    data = dict(data)
+    if data.get("tokenizer_class") == "TokenizersBackend":
+        data["tokenizer_class"] = "PreTrainedTokenizerFast"
+    extra = data.get("extra_special_tokens")
+    if isinstance(extra, list):  # a dict (named tokens such as `image_token`) is read by 4.57 as it is
+        del data["extra_special_tokens"]
+        known = list(data.get("additional_special_tokens") or [])
+        data["additional_special_tokens"] = known + [token for token in extra if token not in known]
+    return data
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -160,15 +192,17 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 __all__ = [
+    "CLIP_TOWER_AS_DICT",
     "DATACLASS_CONFIGS",
     "LEGACY_TRANSFORMERS",
     "PortableProcessorMixin",
     "PreTrainedConfig",
-    "asks_dict",
     "bidirectional_attention_mask",
     "finish_post_init",
     "legacy_vision_key_mapping",
+    "model_output",
     "portable_config",
+    "portable_tokenizer_config",
     "weight_init",
     "with_legacy_rope_fields",
 ]

@@ -51,6 +51,17 @@ def tiny_llama3_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
 
 
+def with_extra_special_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """The same tokenizer with the Llama-3 header tokens declared as extra special tokens (as real Llama / Qwen
+    tokenizers declare theirs): transformers 5 saves them as a list under `extra_special_tokens`."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer.backend_tokenizer,
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+        extra_special_tokens=LLAMA3_SPECIALS[2:4],
+    )
+
+
 def tiny_llama_config(vocab_size: int) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -111,4 +122,5 @@ __all__ = [
     "tiny_llama_config",
     "tiny_llm2clip_config",
     "tiny_llm_folder",
+    "with_extra_special_tokens",
 ]

@@ -10,7 +10,6 @@ import torch
 from conftest import tiny_image_processor, tiny_longclip_config
 from PIL import Image
 from safetensors.torch import load_file
-from torchrun import run_torchrun
 from transformers import CLIPConfig, CLIPModel
 
 from modeling_longclip import LongCLIPModel, LongCLIPProcessor
@@ -272,47 +271,6 @@ def test_data_errors_exit_cleanly(tmp_path, base_folder, capsys):
         .splitlines()[-1]
         .startswith(f"error: {malformed}:2: not valid JSON lines (Expecting ',' delimiter")
     )
-
-
-def test_two_processes_with_torchrun(tmp_path, base_folder):
-    train_file = write_photo_dataset(tmp_path / "data")
-    out = tmp_path / "run"
-    run = run_torchrun(
-        [
-            "-m",
-            "modeling_longclip.training.longclip_train",
-            "--model_name_or_path",
-            base_folder,
-            "--train_file",
-            train_file,
-            "--image_root",
-            train_file.parent / "images",
-            "--output_dir",
-            out,
-            "--max_steps",
-            "3",
-            "--logging_steps",
-            "1",
-            "--per_device_train_batch_size",
-            "3",
-            "--learning_rate",
-            "1e-4",
-            "--warmup_steps",
-            "0",
-            "--save_strategy",
-            "no",
-            "--report_to",
-            "none",
-            "--use_cpu",
-            "true",
-            "--log_level",
-            "info",
-        ],
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "Total train batch size (w. parallel, distributed & accumulation) = 6" in run.stdout + run.stderr
-    assert len([e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]) == 3
-    assert LongCLIPModel.from_pretrained(out).config.model_type == "longclip"
 
 
 def test_shipped_launch_configs_parse():

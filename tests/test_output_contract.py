@@ -271,3 +271,54 @@ def test_precomputed_text_embeds_have_no_text_tower_output(folders, family):
         BATCH,
         model.config.projection_dim,
     )
+
+
+@pytest.mark.parametrize("family", ("longclip", "llm2clip", "proclip"))
+def test_config_output_flags_are_the_defaults(folders, family):
+    """`config.output_hidden_states` / `output_attentions` are the defaults of every entry point, an argument wins."""
+    model = load(folders, family, attn="eager")
+    model.config.output_hidden_states = model.config.output_attentions = True
+    batch = inputs()
+    with torch.no_grad():
+        out = model(**batch)
+        text = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        image = model.get_image_features(pixel_values=batch["pixel_values"])
+        quiet = model(**batch, output_hidden_states=False, output_attentions=False)
+    for tower in (out.text_model_output, text):
+        assert len(tower.hidden_states) == text_layers(model) + 1 and len(tower.attentions) == text_layers(model)
+    for tower in (out.vision_model_output, image):
+        assert len(tower.hidden_states) == vision_layers(model) + 1 and len(tower.attentions) == vision_layers(model)
+    assert quiet.text_model_output.hidden_states is None and quiet.vision_model_output.attentions is None
+
+
+TOWER_CONFIGS = {  # the image towers besides CLIP's, at the contract's tiny size
+    "eva02": dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    ),
+    "siglip2": dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    ),
+}
+
+
+@pytest.mark.parametrize("tower", sorted(TOWER_CONFIGS))
+def test_every_image_tower_follows_the_output_rule(tower):
+    torch.manual_seed(0)
+    config = tiny_llm2clip_config(tiny_llama_config(LLM_VOCAB), vision_tower=tower, vision_config=TOWER_CONFIGS[tower])
+    config._attn_implementation = "eager"
+    model = LLM2CLIPModel(config).eval()
+    with torch.no_grad():
+        for flags in ({}, {"output_hidden_states": True, "output_attentions": True}):
+            for name, call in calls(model, inputs()):
+                as_dict, as_tuple = call(return_dict=True, **flags), call(return_dict=False, **flags)
+                assert isinstance(as_dict, ModelOutput) and type(as_tuple) is tuple, (name, flags)
+                assert_same(as_dict.to_tuple(), as_tuple)
+        vision = model.vision_model  # the tower alone, under its own config
+        pixels = inputs()["pixel_values"]
+        vision.config.return_dict, vision.config.output_hidden_states = False, True
+        try:
+            plain = vision(pixel_values=pixels)
+            assert type(plain) is tuple and len(plain[2]) == vision_layers(model) + 1
+            assert_same(plain, vision(pixel_values=pixels, return_dict=True).to_tuple())
+        finally:
+            vision.config.return_dict, vision.config.output_hidden_states = True, False

@@ -1,6 +1,7 @@
 """LLM2CLIP's SigLIP2 release: key map, LoRA merge, un-normalized adapter, SigLIP preprocessing, refusals, loading."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from modeling_longclip.converters.siglip2 import (
     siglip_vision_config,
     timm_to_siglip,
 )
+from modeling_longclip.converters.synthetic import random_proclip_state_dict
 from modeling_longclip.converters.synthetic_zoo import TINY_SIGLIP, random_siglip2_release, write_lora_adapter
 
 TEXTS = ["a red car parked next to a green tree", "two dogs run across the beach"]
@@ -220,3 +222,106 @@ def test_refusals_leave_nothing_behind(tmp_path, release):
     with pytest.raises(CheckpointError, match="holds a PEFT adapter_config.json"):
         convert_llm2clip(tmp_path / "good.pt", bad_lora, out)
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.fixture(scope="module")
+def plain_llm(release, tmp_path_factory):
+    """The release fixture's LLM without the LoRA subfolder (the base model, as downloaded)."""
+    folder = tmp_path_factory.mktemp("plain") / "llm"
+    shutil.copytree(release[1], folder, ignore=shutil.ignore_patterns("llm2clip-lora"))
+    return folder
+
+
+def test_the_lora_in_the_release_is_merged(tmp_path, release, plain_llm):
+    """The authors' text path reads its LoRA from a folder of the release (checkpoints/LLM2CLIP-Llama-3.1-8B), not of
+    the base LLM: a release carrying it beside its weights converts with it merged."""
+    _, llm, weights, _ = release
+    shutil.copytree(llm / "llm2clip-lora", tmp_path / "release" / "checkpoints" / "LLM2CLIP-Llama-3.1-8B")
+    torch.save(weights, tmp_path / "release" / "siglip2.pt")
+    parity = convert_llm2clip(tmp_path / "release", plain_llm, tmp_path / "out")  # the release folder as --clip
+    assert any("LLM2CLIP-Llama-3.1-8B merged by peft" in line for line in parity.lines())
+    model = LLM2CLIPModel.from_pretrained(tmp_path / "out").eval()
+    inputs = AutoProcessor.from_pretrained(tmp_path / "out", trust_remote_code=True)(text=TEXTS)
+    with torch.no_grad():
+        text = model.get_text_features(**inputs).pooler_output
+    torch.testing.assert_close(text, reference_text(weights, llm, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_no_lora_found_is_refused_in_one_line_unless_asked(tmp_path, release, plain_llm, capsys):
+    _, llm, weights, _ = release
+    torch.save(weights, tmp_path / "siglip2.pt")
+    argv = ["--clip", str(tmp_path / "siglip2.pt"), "--llm", str(plain_llm), "--output", str(tmp_path / "out")]
+    assert convert_llm2clip_main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "no PEFT LoRA for the SigLIP2 release" in error
+    assert f"looked in {tmp_path} and two levels of subfolders and the subfolders of {plain_llm}" in error
+    assert "--lora PATH, or --no-lora" in error and not (tmp_path / "out").exists()
+
+    assert convert_llm2clip_main([*argv, "--no-lora"]) == 0
+    assert "without the release's LoRA (--no-lora)" in capsys.readouterr().out
+    unadapted = LLM2CLIPModel.from_pretrained(tmp_path / "out")
+    for name, value in load_text_tower(plain_llm).state_dict.items():
+        torch.testing.assert_close(unadapted.text_model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+    assert convert_llm2clip_main([*argv[:-1], str(tmp_path / "given"), "--lora", str(llm / "llm2clip-lora")]) == 0
+    given = LLM2CLIPModel.from_pretrained(tmp_path / "given").eval()
+    inputs = AutoProcessor.from_pretrained(tmp_path / "given", trust_remote_code=True)(text=TEXTS)
+    with torch.no_grad():
+        text = given.get_text_features(**inputs).pooler_output
+    torch.testing.assert_close(text, reference_text(weights, llm, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_lora_options_that_cannot_apply_are_refused(tmp_path, release, plain_llm, capsys):
+    _, llm, weights, _ = release
+    (tmp_path / "two" / "a").mkdir(parents=True)
+    shutil.copytree(llm / "llm2clip-lora", tmp_path / "two" / "a" / "lora")
+    shutil.copytree(llm / "llm2clip-lora", tmp_path / "two" / "b")
+    torch.save(weights, tmp_path / "two" / "siglip2.pt")
+    with pytest.raises(CheckpointError, match=r"several PEFT adapters \['a/lora', 'b'\]; pass --lora PATH"):
+        convert_llm2clip(tmp_path / "two" / "siglip2.pt", plain_llm, tmp_path / "out")
+    with pytest.raises(ConversionError, match="--lora and --no-lora contradict"):
+        convert_llm2clip(tmp_path / "two" / "siglip2.pt", plain_llm, tmp_path / "out", lora=llm / "x", no_lora=True)
+    merged_inside = {**weights, **{f"text.text.model.{k}": v for k, v in load_text_tower(llm).state_dict.items()}}
+    torch.save(merged_inside, tmp_path / "merged.pt")
+    with pytest.raises(ConversionError, match="carries the merged LLM under `text.text.model.`"):
+        convert_llm2clip(tmp_path / "merged.pt", llm, tmp_path / "out", lora=llm / "llm2clip-lora")
+    proclip_like = tmp_path / "other.pt"
+    torch.save(random_proclip_state_dict(seed=1), proclip_like)
+    argv = ["--clip", str(proclip_like), "--llm", str(llm), "--output", str(tmp_path / "out"), "--num_heads", "4"]
+    assert convert_llm2clip_main([*argv, "--no-lora"]) == 2
+    assert "--no-lora / --num-heads: only for LLM2CLIP's SigLIP2 release" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_converter_option_has_a_flag():
+    """Each keyword a converter function takes is reachable from its command (dashed spelling)."""
+    import inspect
+
+    from modeling_longclip.converters import cli
+    from modeling_longclip.converters.longclip import convert_longclip
+    from modeling_longclip.converters.proclip import convert_proclip
+    from modeling_longclip.converters.zoo import main as zoo_main
+    from modeling_longclip.converters.zoo import run_zoo
+
+    renamed = {"output_format": "--format", "online": "--offline"}  # --offline sets online=False
+    commands = [
+        (convert_longclip, cli.convert_longclip_main),
+        (convert_llm2clip, cli.convert_llm2clip_main),
+        (convert_llm2clip_siglip2, cli.convert_llm2clip_main),
+        (convert_proclip, cli.convert_proclip_main),
+        (run_zoo, zoo_main),
+    ]
+    for function, main in commands:
+        help_text = _help(main)
+        for name in inspect.signature(function).parameters:
+            assert renamed.get(name, "--" + name.replace("_", "-")) in help_text, (function.__name__, name)
+
+
+def _help(main) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["--help"])
+    return out.getvalue()

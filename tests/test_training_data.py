@@ -274,6 +274,25 @@ def test_load_caption_file_unparseable_file_names_it_and_the_line(tmp_path, name
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.jsonl", b"", ": the file is empty (no rows to read)."),
+        ("blank.jsonl", b"\n  \n", ": the file is empty (no rows to read)."),
+        ("empty.csv", b"", ": the file is empty (no rows to read)."),
+        ("header.csv", b"image,caption\n", ": no rows (the file holds a header or an empty list only)."),
+        ("list.json", b"[]", ": no rows (the file holds a header or an empty list only)."),
+    ],
+)
+def test_load_caption_file_without_rows_says_so(tmp_path, name, content, message):
+    """An empty file used to be reported as "not valid JSON" (or as a CSV parse error)."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as error:
+        load_caption_file(path)
+    assert str(error.value) == str(path) + message
+
+
 def test_load_caption_file_tsv_keeps_quotes_verbatim(tmp_path):
     captions = [
         '"Hello" says the sign. It hangs on a door.',

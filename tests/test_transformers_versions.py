@@ -18,7 +18,9 @@ from llm_fixtures import (
     tiny_llama_config,
     tiny_llm2clip_config,
     tiny_llm_folder,
+    with_extra_special_tokens,
 )
+from transformers import AutoTokenizer
 
 from modeling_longclip import LLM2CLIPModel, LLM2CLIPProcessor
 from modeling_longclip.common.clean_load import load_in_clean_process
@@ -30,7 +32,7 @@ from modeling_longclip.converters.synthetic import (
     random_proclip_state_dict,
     write_eva02_release,
 )
-from modeling_longclip.converters.synthetic_zoo import random_siglip2_release
+from modeling_longclip.converters.synthetic_zoo import random_siglip2_release, write_lora_adapter
 
 FOLDERS = ("longclip", "proclip", "llm2clip", "eva02", "siglip2")
 OTHER_PYTHONS = os.environ.get("LONGCLIP_OTHER_TRANSFORMERS", "").split()
@@ -49,19 +51,27 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """One folder per writer and image tower: the Long-CLIP converter (remote code and stock CLIP), ProCLIP's,
-    LLM2CLIP's for the EVA02 and SigLIP2 releases, and save_pretrained."""
+    LLM2CLIP's for the EVA02 and SigLIP2 releases, and save_pretrained; the LLM tokenizers declare extra special
+    tokens, as Llama / Qwen tokenizers do."""
     root = tmp_path_factory.mktemp("folders")
     torch.save(random_openai_clip_state_dict(seed=5), root / "longclip.pt")
     convert_longclip(root / "longclip.pt", root / "longclip")
     convert_longclip(root / "longclip.pt", root / "clip", output_format="clip")
     torch.save(random_proclip_state_dict(seed=6), root / "proclip.pt")
     llm = tiny_llm_folder(root / "llm")
+    with_extra_special_tokens(AutoTokenizer.from_pretrained(llm)).save_pretrained(
+        llm
+    )  # as Llama / Qwen declare theirs
     convert_proclip(root / "proclip.pt", llm, root / "proclip")
     write_eva02_release(root / "eva02.pt", seed=8)
     convert_llm2clip(root / "eva02.pt", llm, root / "eva02")
-    torch.save(random_siglip2_release(seed=9), root / "siglip2.pt")
-    convert_llm2clip(root / "siglip2.pt", llm, root / "siglip2")
-    tokenizer = tiny_llama3_tokenizer()
+    (
+        root / "siglip2-release"
+    ).mkdir()  # the release carries its LoRA beside its weights, as the authors' code reads it
+    torch.save(random_siglip2_release(seed=9), root / "siglip2-release" / "siglip2.pt")
+    write_lora_adapter(llm, root / "siglip2-release" / "LLM2CLIP-Llama-3.1-8B")
+    convert_llm2clip(root / "siglip2-release" / "siglip2.pt", llm, root / "siglip2")
+    tokenizer = with_extra_special_tokens(tiny_llama3_tokenizer())
     torch.manual_seed(7)
     model = LLM2CLIPModel(tiny_llm2clip_config(tiny_llama_config(len(tokenizer)))).eval()
     model.save_pretrained(root / "llm2clip")

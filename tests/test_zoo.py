@@ -290,6 +290,23 @@ def test_siglip2_entry_needs_its_lora(zoo, tmp_path):
     assert row.status == "missing" and "PEFT LoRA adapter" in row.detail
 
 
+def test_siglip2_entry_finds_the_lora_in_its_release(tmp_path):
+    """The authors' code reads the LoRA from a folder of the release: there it is found and merged."""
+    manifest = load_manifest()
+    entry = next(e for e in manifest["checkpoints"] if e.get("tower") == "siglip2")
+    llm = next(e for e in manifest["text_models"] if e["name"] == entry["text_model"])
+    downloads = tmp_path / "dl"
+    base = tiny_llm_folder(downloads / llm["repo"])  # the base model without the adapter
+    release = downloads / entry["repo"]
+    release.mkdir(parents=True)
+    torch.save(random_siglip2_release(), release / "release.pt")
+    write_lora_adapter(base, release / "checkpoints" / "LLM2CLIP-Llama-3.1-8B")
+    [row] = run_zoo(downloads, tmp_path / "out", only=[entry["name"]], allow_any_shape=True, online=False)
+    assert row.status == "converted", row.detail
+    card = (tmp_path / "out" / entry["name"] / "README.md").read_text()
+    assert "LLM2CLIP-Llama-3.1-8B merged by peft" in card
+
+
 def test_manifest_errors_are_one_line(tmp_path):
     bad = json.loads(MANIFEST.read_text())
     bad["checkpoints"].append(dict(bad["checkpoints"][0]))

@@ -49,21 +49,38 @@ def _rename(dataset, column: str, target: str, source: str):
     return dataset.rename_column(column, target) if column != target else dataset
 
 
+NO_ROWS = "no rows (the file holds a header or an empty list only)."
 TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+
+
+def is_blank(path: Path, chunk: int = 1 << 16) -> bool:
+    """Whether a text file holds nothing but whitespace (read until the first other byte, not the whole file)."""
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            if block.strip():
+                return False
+    return True
 
 
 def read_table_file(path: Path):
     """One `datasets.Dataset` from a JSON lines / JSON / CSV / TSV / Parquet file (other suffixes read as JSON)."""
     builder = TABLE_BUILDERS.get(path.suffix.lower(), "json")
+    if builder != "parquet" and is_blank(path):
+        raise DataError(f"{path}: the file is empty (no rows to read).")
     # Plain TSV has no quoting: a caption may start with a quote character.
     kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix.lower() == ".tsv" else {}
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as error:  # noqa: BLE001 - any parse failure: one clear message
         located = json_error_location(path) if builder == "json" else None
         if located:
             raise DataError(f"{path}:{located}") from None
+        if "corresponds to no data" in str(error):  # how `datasets` reports a file that parses to 0 rows
+            raise DataError(f"{path}: {NO_ROWS}") from None
         raise DataError(f"{path}: cannot be read as {builder.upper()} ({type(error).__name__}: {error}).") from None
+    if len(dataset) == 0:
+        raise DataError(f"{path}: {NO_ROWS}")
+    return dataset
 
 
 def json_error_location(path: Path) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -71,24 +72,83 @@ def ensure_writable(output: str | Path, overwrite: bool) -> Path:
     return output
 
 
+STAGING_MARK = ".tmp-"
+SET_ASIDE_MARK = ".old-"
+
+
+_TAG = re.compile(r"^(?:(\d+)-)?[0-9a-f]{8}$")  # `<pid>-<hex>`, or `<hex>` alone as named before the pid was added
+
+
+def _abandoned(tail: str) -> bool:
+    """Whether a staging folder named `.NAME.tmp-<tail>` belongs to no running process on this machine: its pid is
+    gone, or it was named before the pid was part of the name. A tail of another form is not one of ours."""
+    match = _TAG.match(tail)
+    if match is None:
+        return False
+    if match.group(1) is None:
+        return True
+    pid = int(match.group(1))
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill(pid, 0) would terminate the process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: another user's process holds that pid, so it is alive
+        return False
+    return False
+
+
+def remove_stale_staging(output: str | Path) -> list[Path]:
+    """Remove the staging folders of `output` that a killed run left behind (SIGKILL, power loss, an older version),
+    and set-aside copies of a replaced `output` once the new one is in place. A run still in progress (its pid is
+    alive) keeps its own. Returns what was removed."""
+    output = Path(output)
+    if not output.parent.is_dir():
+        return []
+    removed = []
+    for path in output.parent.iterdir():
+        for mark in (STAGING_MARK, SET_ASIDE_MARK):
+            prefix = f".{output.name}{mark}"
+            if not path.name.startswith(prefix) or not path.is_dir():
+                continue
+            if mark == SET_ASIDE_MARK and not output.is_dir():
+                continue  # the only copy of the previous folder: a user may still want it back
+            if _abandoned(path.name[len(prefix) :]):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_folder(output: str | Path, overwrite: bool = False):
-    """Yield a temporary sibling folder; on success it replaces `output` in one rename, on failure it vanishes."""
+    """Yield a temporary sibling folder; on success it replaces `output` in one rename, on failure (an exception,
+    Ctrl-C, or SIGTERM under common/cli.py's rule) it vanishes. Staging folders that killed runs left for the same
+    `output` are removed first."""
     output = ensure_writable(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    staging = output.parent / f".{output.name}.tmp-{tag}"
+    remove_stale_staging(output)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = output.parent / f".{output.name}{STAGING_MARK}{tag}"
     staging.mkdir()
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = output.parent / f".{output.name}.old-{tag}"
+    old = output.parent / f".{output.name}{SET_ASIDE_MARK}{tag}"
     if output.exists():
         output.rename(old)
     staging.rename(output)
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["TEMP_SUFFIX", "atomic_folder", "atomic_write", "current_umask", "ensure_writable", "new_file_mode"]
+__all__ = [
+    "TEMP_SUFFIX",
+    "atomic_folder",
+    "atomic_write",
+    "current_umask",
+    "ensure_writable",
+    "new_file_mode",
+    "remove_stale_staging",
+]

@@ -5,6 +5,7 @@ weights or tokenizer would otherwise only fail later, for whoever downloads it."
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,8 +57,92 @@ def _auto_map_references(data, where: str) -> Iterator[tuple[str, str]]:
             yield from _auto_map_references(item, where)
 
 
+# Bytes per element of each safetensors dtype (sub-byte and unknown dtypes skip the per-tensor size check).
+SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "F8_E8M0": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+    "C64": 8,
+}
+_AGAIN = "copy or download it again (an interrupted copy or download?)"
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why the safetensors file at `path` cannot be read whole, or None. Only the header is read: every tensor's byte
+    range is checked against its dtype and shape, and the ranges against the file size, so a truncated copy is named
+    before anything loads (or is uploaded) instead of failing deep inside safetensors."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else None
+        if length is None or length > size - 8:
+            return f"{path.name} is truncated ({size} bytes, shorter than its own header); {_AGAIN}"
+        try:
+            header = json.loads(handle.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return f"{path.name} has no readable safetensors header (not a safetensors file, or damaged); {_AGAIN}"
+    if not isinstance(header, dict):
+        return f"{path.name} has no readable safetensors header; {_AGAIN}"
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, stop = (int(offset) for offset in entry["data_offsets"])
+            elements = math.prod(int(n) for n in entry["shape"])
+        except (TypeError, KeyError, ValueError):
+            return f"{path.name}: the header entry of `{name}` is malformed; {_AGAIN}"
+        width = SAFETENSORS_DTYPE_BYTES.get(entry.get("dtype"))
+        if width is not None and stop - begin != elements * width:
+            return (
+                f"{path.name}: tensor `{name}` spans {stop - begin} bytes, its dtype and shape need {elements * width}"
+            )
+        end = max(end, stop)
+    expected = 8 + length + end
+    if size < expected:
+        return f"{path.name} is truncated: {size} of {expected} bytes; {_AGAIN}"
+    if size > expected:
+        return f"{path.name} has {size - expected} bytes after its last tensor (not a complete safetensors file)"
+    return None
+
+
+def weight_files(folder: str | Path) -> list[Path]:
+    """The safetensors files `from_pretrained` reads from `folder`: model.safetensors, or the shards its index lists
+    (those that exist)."""
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    try:
+        weight_map = json.loads((folder / "model.safetensors.index.json").read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted({str(shard) for shard in weight_map.values()})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return []
+    return [folder / shard for shard in shards if (folder / shard).is_file()]
+
+
+def weight_file_problems(folder: str | Path) -> list[str]:
+    """`safetensors_problem` of every weight file of `folder` (see `weight_files`)."""
+    problems = [safetensors_problem(path) for path in weight_files(folder)]
+    return [problem for problem in problems if problem]
+
+
 def _check_weights(folder: Path, problems: list[str]) -> None:
     if (folder / "model.safetensors").is_file():
+        problems.extend(weight_file_problems(folder))
         return
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -71,6 +156,7 @@ def _check_weights(folder: Path, problems: list[str]) -> None:
         missing = sorted({shard for shard in weight_map.values() if not (folder / str(shard)).is_file()})
         if missing:
             problems.append(f"weight shards listed in {index.name} are missing: {', '.join(missing)}")
+        problems.extend(weight_file_problems(folder))
         return
     other = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
     hint = (
@@ -145,7 +231,8 @@ def _check_payload_code(folder: Path, configs: dict[str, dict], problems: list[s
 def validate_model_folder(folder: str | Path) -> None:
     """Refuse, with every problem named at once, a folder that `AutoModel.from_pretrained` could not load.
 
-    Checked: config.json with a model_type; safetensors weights (all shards of an index); a tokenizer; and for remote
+    Checked: config.json with a model_type; safetensors weights (all shards of an index, each file's header read and
+    its size compared with what the header describes, so a truncated copy is caught); a tokenizer; and for remote
     code, each module named in an `auto_map` plus the siblings it imports relatively. Pickled weights (.bin, .pt) do
     not count: loading them runs arbitrary code, and the Hub flags them.
     """
@@ -177,4 +264,11 @@ def validate_model_folder(folder: str | Path) -> None:
         )
 
 
-__all__ = ["CONFIG_FILES_WITH_AUTO_MAP", "FolderNotLoadableError", "validate_model_folder"]
+__all__ = [
+    "CONFIG_FILES_WITH_AUTO_MAP",
+    "FolderNotLoadableError",
+    "safetensors_problem",
+    "validate_model_folder",
+    "weight_file_problems",
+    "weight_files",
+]

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .errors import LongCLIPError
+from .folders import weight_file_problems
 
 
 class ModelFolderError(LongCLIPError, ValueError):
@@ -24,12 +25,17 @@ def resolve_device(device: str | None) -> str:
 
 
 def check_model_folder(model_dir: str | Path) -> Path:
-    """The folder as a Path, refused in one line when it is missing or holds no config.json."""
+    """The folder as a Path, refused in one line when it is missing, holds no config.json, or a safetensors weight
+    file is truncated or damaged (read from its header, before anything loads)."""
     model_dir = Path(model_dir).expanduser()
     if not model_dir.is_dir():
-        raise ModelFolderError(f"{model_dir}: no such model folder.")
+        what = "a file, not a model folder" if model_dir.exists() else "no such model folder"
+        raise ModelFolderError(f"{model_dir}: {what}.")
     if not (model_dir / "config.json").is_file():
-        raise ModelFolderError(f"{model_dir}: not a saved model folder (no config.json).")
+        raise ModelFolderError(f"{model_dir}: not a model folder (no config.json).")
+    problems = weight_file_problems(model_dir)
+    if problems:
+        raise ModelFolderError(f"{model_dir}: {'; '.join(problems)}.")
     return model_dir
 
 
@@ -39,6 +45,7 @@ def load_model_folder(
     """(model in eval mode on `device`, processor) from a saved folder, remote code allowed; `kwargs` go to
     `AutoModel.from_pretrained` (dtype, quantization_config, ...), or to `model_class.from_pretrained` when a class
     is given. With `dual_encoder`, a model without `get_text_features` / `get_image_features` is refused."""
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoProcessor
 
     model_dir = check_model_folder(model_dir)
@@ -48,7 +55,7 @@ def load_model_folder(
     try:
         model = model_class.from_pretrained(str(model_dir), **kwargs).eval()
         processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=True)
-    except (OSError, ValueError) as error:  # unreadable weights or tokenizer files, unknown model_type: one line
+    except (OSError, ValueError, SafetensorError) as error:  # unreadable weights or tokenizer, unknown model_type
         detail = " ".join(str(error).split())
         raise ModelFolderError(f"{model_dir}: cannot load the model or its processor ({detail}).") from None
     if "device_map" not in kwargs and "quantization_config" not in kwargs:

@@ -62,8 +62,11 @@ def convert_longclip_main(argv=None) -> int:
     return 0
 
 
-def _dual_tower_main(prog: str, description: str, source_flag: str, source_help: str, llm_help: str, convert, argv):
-    """LLM2CLIP and ProCLIP take the same options besides their source: one text model, one output folder."""
+def _dual_tower_main(
+    prog: str, description: str, source_flag: str, source_help: str, llm_help: str, convert, argv, add_options=None
+):
+    """LLM2CLIP and ProCLIP share their options besides their source (one text model, one output folder);
+    `add_options(parser)` adds a family's own, which reach `convert` under their own names."""
     parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument(source_flag, required=True, help=source_help)
     parser.add_argument("--llm", required=True, help=llm_help)
@@ -75,11 +78,21 @@ def _dual_tower_main(prog: str, description: str, source_flag: str, source_help:
         help="keep the LLM weights out of the folder; the config records where they live",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    if add_options is not None:
+        add_options(parser)
     args = parser.parse_args(argv)
 
     source = getattr(args, source_flag.lstrip("-"))
+    shared = {source_flag.lstrip("-"), "llm", "output", "dtype", "external_llm", "overwrite"}
+    own = {name: value for name, value in vars(args).items() if name not in shared}
     parity = convert(
-        source, args.llm, args.output, dtype=args.dtype, external_llm=args.external_llm, overwrite=args.overwrite
+        source,
+        args.llm,
+        args.output,
+        dtype=args.dtype,
+        external_llm=args.external_llm,
+        overwrite=args.overwrite,
+        **own,
     )
     for line in parity.lines():
         print(line)
@@ -99,6 +112,31 @@ def convert_llm2clip_main(argv=None) -> int:
         "folder or Hub id of the text model (plain Llama keys + tokenizer)",
         convert_llm2clip,
         argv,
+        _siglip2_release_options,
+    )
+
+
+def _siglip2_release_options(parser) -> None:
+    """What only LLM2CLIP's SigLIP2 release takes: its PEFT LoRA and the tower's head count (added to the parser
+    itself, not to an argument group, so their underscore spellings work too)."""
+    parser.add_argument(
+        "--lora",
+        metavar="PATH",
+        default=None,
+        help="SigLIP2 release only: the PEFT LoRA folder its text path merges into the LLM (default: the one in the "
+        "release folder, else in a subfolder of --llm; the conversion is refused when none is found)",
+    )
+    parser.add_argument(
+        "--no-lora",
+        action="store_true",
+        help="SigLIP2 release only: convert with the un-adapted LLM (its caption features differ from the release's)",
+    )
+    parser.add_argument(
+        "--num-heads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="SigLIP2 release only: attention heads of the SigLIP tower, for a width timm's definitions do not name",
     )
 
 

@@ -5,6 +5,7 @@ model card."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,13 @@ VERIFICATION_CAPTIONS = (
     "Aerial view of a harbour at dawn: fishing boats, a lighthouse, gulls over the masts and a van by the cafe. " * 4,
 )
 
+
+# What a parity refusal tells the user: nothing was written, what usually causes it, and what to do.
+PARITY_ADVICE = (
+    "nothing was written. The weights fit the release's shapes but do not compute like it (another activation, head "
+    "count, pooling or adapter layout than the release this converter reads); if they are an unmodified release, "
+    "please report this with these numbers."
+)
 
 LLAMA3_SPECIAL_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 
@@ -56,6 +64,64 @@ def resolve_source(source: str | Path, what: str) -> Path:
             f"{what} {source}: no such folder, and downloading it from the Hub failed "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Offline, pass a local folder."
         ) from None
+
+
+CONVERTED_MODEL_TYPES = ("longclip", "llm2clip", "proclip")
+
+
+def refuse_converted_folder(path: str | Path, flag: str) -> None:
+    """A folder this package already wrote (config.json with one of its model types) needs no conversion: say so
+    instead of failing on its keys."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return
+    if model_type in CONVERTED_MODEL_TYPES:
+        raise CheckpointError(
+            f"{flag} {path}: a folder converted by this package (model_type {model_type}), not an authors' release; "
+            "it needs no conversion: load it with AutoModel.from_pretrained(folder, trust_remote_code=True)."
+        )
+
+
+def describe_foreign_checkpoint(state_dict: dict) -> str | None:
+    """What a checkpoint without a text adapter is, when it is one of the others this package reads, with the command
+    that takes it; None when it is not recognised."""
+    keys = set(state_dict)
+    if "positional_embedding_res" in keys:
+        return (
+            "a Long-CLIP checkpoint (OpenAI CLIP keys with the two text position tables), not an LLM2CLIP / ProCLIP "
+            "release: convert it with longclip-convert (python conversion/convert_longclip.py)"
+        )
+    if {"token_embedding.weight", "positional_embedding"} <= keys:
+        return (
+            "an OpenAI CLIP checkpoint with its own text tower and no LLM text adapter, not an LLM2CLIP / ProCLIP "
+            "release: longclip-convert turns it into a Long-CLIP folder"
+        )
+    if any(k.startswith("text_model.embeddings.") for k in keys):
+        return (
+            "the weights of a transformers CLIPModel (a converted Long-CLIP or stock CLIP folder), which has no LLM "
+            "text adapter: it needs no conversion, load it with AutoModel.from_pretrained"
+        )
+    return None
+
+
+def refuse_without_adapter(state_dict: dict, prefixes: tuple[str, ...], source: str) -> None:
+    """A checkpoint with no key under any adapter prefix is named for what it is (when recognised)."""
+    if any(k.startswith(prefixes) for k in state_dict):
+        return
+    what = describe_foreign_checkpoint(state_dict)
+    if what is not None:
+        raise CheckpointError(f"{source}: {what}.")
+
+
+def stored_location(source: str | Path) -> str:
+    """Where a text model lives, as a folder's config records it: a local folder as an absolute path (a relative one
+    would only resolve from the directory the conversion ran in), a Hub id as it is."""
+    path = Path(source).expanduser()
+    return os.path.abspath(path) if path.is_dir() else str(source)
 
 
 def load_weights_folder(folder: Path) -> dict[str, torch.Tensor]:
@@ -203,9 +269,11 @@ def verify_dual_tower(
         ("text", ref_text, parity.text_max_abs_diff),
         ("image", ref_image, parity.image_max_abs_diff),
     ):
-        if not diff <= 1e-4 * max(1.0, ref.abs().max().item()):
+        tolerance = 1e-4 * max(1.0, ref.abs().max().item())
+        if not diff <= tolerance:
             raise ConversionError(
-                f"converted model disagrees with the reference {name} path: max |diff| = {diff:.3e}."
+                f"converted model disagrees with the reference {name} path (max |diff| = {diff:.3e}, tolerance "
+                f"{tolerance:.1e}): {PARITY_ADVICE}"
             )
     return parity
 
@@ -218,13 +286,13 @@ def load_into(model: LLM2CLIPModel, weights: dict, tower: TextTower, external: b
         raise CheckpointError(f"weights do not fit the model: missing {missing[:6]}, unexpected {unexpected[:6]}.")
     model.text_model.load_state_dict(tower.state_dict, strict=True)
     if external:
-        model.config.text_model_name_or_path = tower.source
+        model.config.text_model_name_or_path = stored_location(tower.source)
 
 
 def dual_tower_card(template: str, source: str, model, tower: TextTower, vision: str, dtype: str, parity) -> str:
     """The converted folder's README from model_cards/{template}.md (LLM2CLIP and ProCLIP share the fields)."""
     config = model.config
-    external = f" (weights kept in `{tower.source}`)" if config.text_model_name_or_path else ""
+    external = f" (weights kept in `{config.text_model_name_or_path}`)" if config.text_model_name_or_path else ""
     return render_model_card(
         template,
         source=source,

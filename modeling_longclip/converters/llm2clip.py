@@ -29,6 +29,8 @@ from .dual_tower import (
     load_text_tower,
     load_weights_folder,
     make_processor,
+    refuse_converted_folder,
+    refuse_without_adapter,
     resolve_source,
     verify_dual_tower,
 )
@@ -75,6 +77,7 @@ def load_clip_part(clip: str | Path) -> tuple[dict[str, torch.Tensor], Path | No
     path = Path(clip)
     if path.is_file():
         return load_state_dict(path), None
+    refuse_converted_folder(path, "--clip")
     folder = resolve_source(clip, "--clip")
     candidates = []
     try:
@@ -103,15 +106,27 @@ def convert_llm2clip(
     dtype: str = "float32",
     external_llm: bool = False,
     overwrite: bool = False,
+    lora: str | Path | None = None,
+    no_lora: bool = False,
+    num_heads: int | None = None,
 ) -> DualTowerParity:
     """Released LLM2CLIP CLIP part + LLM folder -> one verified LLM2CLIP folder. The CLIP part is the OpenAI-ViT HF
     repo (model_type "clip": vision_model.*, visual_projection.weight, text_adapter.adaptor.*, logit_scale), or an
     eva_clip CustomCLIP `.pt` (visual.*, text.text_adaptor.*, logit_scale; EVA02 or OpenAI-style ViT), a folder
-    holding it, or EVA02 weights in the HF EvaCLIP layout with an adapter; or the SigLIP2 release (siglip2.py)."""
+    holding it, or EVA02 weights in the HF EvaCLIP layout with an adapter; or the SigLIP2 release (siglip2.py), the
+    only one `lora`, `no_lora` and `num_heads` apply to (see `convert_llm2clip_siglip2`)."""
     from .siglip2 import convert_llm2clip_siglip2, is_siglip2_source
 
+    siglip2_options = {"lora": lora, "no_lora": no_lora, "num_heads": num_heads}
     if is_siglip2_source(clip):  # the SigLIP2 release is an eva_clip CustomCLIP file with a timm tower
-        return convert_llm2clip_siglip2(clip, llm, output, dtype=dtype, external_llm=external_llm, overwrite=overwrite)
+        return convert_llm2clip_siglip2(
+            clip, llm, output, dtype=dtype, external_llm=external_llm, overwrite=overwrite, **siglip2_options
+        )
+    given = [f"--{name.replace('_', '-')}" for name, value in siglip2_options.items() if value not in (None, False)]
+    if given:
+        raise ConversionError(
+            f"{' / '.join(given)}: only for LLM2CLIP's SigLIP2 release, and --clip {clip} is not it."
+        )
     ensure_writable(output, overwrite)
     raw, clip_folder = load_clip_part(clip)
     tower = detect_vision_tower(raw)
@@ -135,6 +150,7 @@ def convert_llm2clip(
             overwrite=overwrite,
         )
     clip_folder = clip_folder or Path(clip)
+    refuse_without_adapter(raw, ADAPTER_KEYS, str(clip_folder))
     weights = {k: v.float() for k, v in raw.items() if not k.endswith("position_ids")}
     for key in ("vision_model.embeddings.patch_embedding.weight", "visual_projection.weight", "logit_scale"):
         if key not in weights:
@@ -253,6 +269,7 @@ def convert_release(
     """An authors' CustomCLIP state dict (visual.*, text.text_adaptor.*, logit_scale: ProCLIP's files, LLM2CLIP's EVA02
     files) + its LLM -> one verified folder. Every key and shape is checked before the LLM is even read."""
     state_dict = {k: v.float() for k, v in state_dict.items()}
+    refuse_without_adapter(state_dict, (adapter_prefix,), source)
     try:
         image = released_image_tower(state_dict)
         blocks, expansion, width, output_dim = adapter_shape(state_dict, adapter_prefix)

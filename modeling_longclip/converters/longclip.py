@@ -77,6 +77,13 @@ def verification_texts(tokenizer, context_length: int, captions=VERIFICATION_CAP
     return padded["input_ids"], padded["attention_mask"], [len(s) for s in full]
 
 
+PARITY_ADVICE = (
+    "nothing was written. The weights have the shapes of an OpenAI CLIP but do not compute like one: a CLIP variant "
+    "with another activation than QuickGELU, another head count than width / 64 or another layer layout is not "
+    "supported; if yours is a plain OpenAI CLIP or Long-CLIP checkpoint, please report this with the numbers above"
+)
+
+
 def verify_against_reference(model: CLIPModel, state_dict, texts, keep: int) -> ParityReport:
     """Compare `model` with the reference forward on the original keys; raise ConversionError past tolerance."""
     input_ids, attention_mask, counts = texts
@@ -90,14 +97,22 @@ def verify_against_reference(model: CLIPModel, state_dict, texts, keep: int) -> 
     report = ParityReport((text - ref_text).abs().max().item(), (image - ref_image).abs().max().item(), counts)
     if report.text_max_abs_diff > _tolerance(ref_text) or report.image_max_abs_diff > _tolerance(ref_image):
         raise ConversionError(
-            "converted model disagrees with the reference forward of the original checkpoint: "
-            + "; ".join(report.lines()[:2])
+            "converted model disagrees with the reference forward of the original checkpoint ("
+            + "; ".join(" ".join(line.split()) for line in report.lines()[:2])
+            + f"): {PARITY_ADVICE}."
         )
     return report
 
 
 def load_tokenizer(tokenizer: str | Path | None, context_length: int, vocab_size: int):
-    tok = build_clip_tokenizer(context_length) if tokenizer is None else AutoTokenizer.from_pretrained(tokenizer)
+    if tokenizer is None:
+        tok = build_clip_tokenizer(context_length)
+    else:
+        try:
+            tok = AutoTokenizer.from_pretrained(tokenizer)
+        except (OSError, ValueError, TypeError) as error:
+            detail = " ".join(str(error).split())[:200]
+            raise CheckpointError(f"--tokenizer {tokenizer}: cannot read a tokenizer there ({detail}).") from None
     tok.model_max_length = context_length
     if len(tok) != vocab_size:
         raise CheckpointError(f"the tokenizer has {len(tok)} tokens but the checkpoint's vocabulary has {vocab_size}.")
@@ -118,13 +133,19 @@ def convert_longclip(
     """Read, verify against the reference forward, then write `output` atomically. Raises before writing anything.
 
     A stock 77-position CLIP is stretched like the authors' `load_from_clip`: in fp16, one rounding per operation
-    (`exact_fp16=True`, bit-exact with their tables); `exact_fp16=False` runs the same formulas in fp32.
+    (`exact_fp16=True`, bit-exact with their tables); `exact_fp16=False` runs the same formulas in fp32. They
+    stretch in `model.dtype`, fp16 after their `build_model` whatever the file holds, so an fp32 table is rounded to
+    fp16 first, the kept rows included (the other weights keep their precision here); the check after stretching
+    compares with the reference on that same rounded table. A table of more than 77 rows without Long-CLIP's second table is taken as
+    already stretched and kept as it is.
     """
     if output_format not in OUTPUT_FORMATS:
         raise ConversionError(f"--format must be one of {OUTPUT_FORMATS}, got {output_format!r}.")
     ensure_writable(output, overwrite)
     checkpoint = Path(checkpoint)
-    state_dict = {k: v.float() for k, v in load_state_dict(checkpoint).items()}
+    raw = load_state_dict(checkpoint)
+    source_table_dtype = raw["positional_embedding"].dtype if "positional_embedding" in raw else None
+    state_dict = {k: v.float() for k, v in raw.items()}
     is_longclip = "positional_embedding_res" in state_dict
     try:
         vision, text = infer_vision_shape(state_dict), infer_text_shape(state_dict)
@@ -144,26 +165,36 @@ def convert_longclip(
         **text_to_hf(state_dict, text, keep),
         "logit_scale": state_dict["logit_scale"],
     }
+    clip_tokenizer = load_tokenizer(tokenizer, text.context_length, text.vocab_size)
     fields = hf_clip_config_fields(vision, text)
+    # The ids the tokenizer really uses (CLIPTextConfig's default pad_token_id is 1, the BPE's "\"" token): Trainer
+    # aligns a config that differs from its tokenizer and warns about it on every run.
+    fields["text_config"].update(
+        pad_token_id=clip_tokenizer.pad_token_id,
+        bos_token_id=clip_tokenizer.bos_token_id,
+        eos_token_id=clip_tokenizer.eos_token_id,
+    )
     config = LongCLIPConfig(
         **fields, keep_positions=min(keep, text.context_length), logit_scale_init_value=float(hf_state["logit_scale"])
     )
     model = LongCLIPModel(config).eval()
     model.load_state_dict(hf_state, strict=True)
-    clip_tokenizer = load_tokenizer(tokenizer, text.context_length, text.vocab_size)
     report = verify_against_reference(model, state_dict, verification_texts(clip_tokenizer, text.context_length), keep)
 
-    if not is_longclip:  # a stock CLIP: stretch, then check it still agrees wherever the original table was kept
-        model = LongCLIPModel.from_clip(model, keep=keep, ratio=ratio, exact_fp16=exact_fp16).eval()
-        short = verification_texts(clip_tokenizer, keep, ("a cat", "a photo of a dog on the grass"))
-        stretched = verify_against_reference(model, state_dict, short, keep)
-        report.stretched_from = text.context_length
+    if not is_longclip and text.context_length == STOCK_CONTEXT_LENGTH:
+        model = _stretch_and_verify(model, state_dict, clip_tokenizer, report, keep, ratio, exact_fp16)
+        if exact_fp16 and source_table_dtype not in (torch.float16, None):
+            rounded = (state_dict["positional_embedding"].half().float() - state_dict["positional_embedding"]).abs()
+            report.notes.append(
+                f"the source table is {str(source_table_dtype).removeprefix('torch.')}: like the authors' "
+                f"load_from_clip (which casts it to fp16 first), its rows were rounded to fp16 before stretching "
+                f"(max change {rounded.max().item():.1e}, the {keep} kept rows included); --no-exact-fp16 keeps "
+                "them as they are"
+            )
+    elif not is_longclip:
         report.notes.append(
-            "stretched in " + ("fp16 with the authors' operation order" if exact_fp16 else "fp32 arithmetic")
-        )
-        report.notes.append(
-            f"after stretching: image |diff| = {stretched.image_max_abs_diff:.3e}, text |diff| = "
-            f"{stretched.text_max_abs_diff:.3e} on captions within the {keep} kept positions"
+            f"the text position table already has {text.context_length} rows (stock CLIP has "
+            f"{STOCK_CONTEXT_LENGTH}): kept as it is, not stretched again"
         )
     context = model.config.text_config.max_position_embeddings
     clip_tokenizer.model_max_length = context  # the same vocabulary; only the written limit follows the stretch
@@ -191,6 +222,26 @@ def convert_longclip(
     return report
 
 
+def _stretch_and_verify(model, state_dict, tokenizer, report: ParityReport, keep: int, ratio: int, exact_fp16: bool):
+    """A stock CLIP stretched to keep + (77 - keep) * ratio positions, then checked wherever the original table was
+    kept: against the reference on the table the stretch started from (rounded to fp16 in the authors' arithmetic)."""
+    model = LongCLIPModel.from_clip(model, keep=keep, ratio=ratio, exact_fp16=exact_fp16).eval()
+    reference = dict(state_dict)
+    if exact_fp16:
+        reference["positional_embedding"] = state_dict["positional_embedding"].half().float()
+    short = verification_texts(tokenizer, keep, ("a cat", "a photo of a dog on the grass"))
+    stretched = verify_against_reference(model, reference, short, keep)
+    report.stretched_from = STOCK_CONTEXT_LENGTH
+    report.notes.append(
+        "stretched in " + ("fp16 with the authors' operation order" if exact_fp16 else "fp32 arithmetic")
+    )
+    report.notes.append(
+        f"after stretching: image |diff| = {stretched.image_max_abs_diff:.3e}, text |diff| = "
+        f"{stretched.text_max_abs_diff:.3e} on captions within the {keep} kept positions"
+    )
+    return model
+
+
 def _clip_fields(model: LongCLIPModel) -> dict:
     config = model.config
     return {
@@ -202,17 +253,25 @@ def _clip_fields(model: LongCLIPModel) -> dict:
 
 
 def _load_snippet(output_format: str) -> str:
+    """The card's usage snippet, self-contained (tests run every card snippet on a converted folder)."""
     if output_format == "clip":
         return (
+            "from PIL import Image\n"
             "from transformers import CLIPModel, CLIPProcessor\n\n"
             'model = CLIPModel.from_pretrained("REPO_OR_FOLDER")\n'
             'processor = CLIPProcessor.from_pretrained("REPO_OR_FOLDER")\n'
-            'inputs = processor(text=[caption], images=image, return_tensors="pt", padding=True, truncation=True)'
+            'captions = ["a long, detailed caption of a photo ...", "a cat"]\n'
+            'inputs = processor(text=captions, images=Image.open("photo.jpg"), return_tensors="pt", padding=True, '
+            "truncation=True)\n"
+            "print(model(**inputs).logits_per_image)"
         )
     return (
-        "from transformers import AutoModel\n\n"
+        "from PIL import Image\n"
+        "from transformers import AutoModel, pipeline\n\n"
         'model = AutoModel.from_pretrained("REPO_OR_FOLDER", trust_remote_code=True)\n'
-        "text_embeds = model.encode_text([caption])          # L2-normalized, up to 248 tokens\n"
-        "image_embeds = model.encode_image([image])          # PIL images\n"
-        "similarity = text_embeds @ image_embeds.T"
+        'text_embeds = model.encode_text(["a long, detailed caption of a photo ..."])  # L2-normalized, up to 248 tokens\n'
+        'image_embeds = model.encode_image([Image.open("photo.jpg")])  # PIL images\n'
+        "print(text_embeds @ image_embeds.T)\n\n"
+        'classifier = pipeline("zero-shot-image-classification", model="REPO_OR_FOLDER", trust_remote_code=True)\n'
+        'print(classifier("photo.jpg", candidate_labels=["a cat", "a rocket", "a cup of coffee"]))'
     )

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..common.errors import CheckpointError
 from ..common.files import ensure_writable
 from ..configuration_proclip import ProCLIPConfig
 from ..modeling_proclip import ProCLIPModel
-from .dual_tower import DualTowerParity
+from .dual_tower import DualTowerParity, refuse_converted_folder
 from .llm2clip import convert_release
 from .state_dicts import load_state_dict
 
@@ -24,6 +25,11 @@ def convert_proclip(
 ) -> DualTowerParity:
     ensure_writable(output, overwrite)
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        refuse_converted_folder(checkpoint, "--checkpoint")
+        raise CheckpointError(
+            f"--checkpoint {checkpoint} is a folder; give the authors' .pt file itself (e.g. proclip/3m/L14.pt)."
+        )
     return convert_release(
         load_state_dict(checkpoint),
         str(checkpoint),

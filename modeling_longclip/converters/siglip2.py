@@ -4,9 +4,11 @@ The release is eva_clip's `CustomCLIP` with a timm tower (`Llama3.1-8B-Siglip2-S
 `vit_so400m_patch14_siglip_224.v2_webli`, `timm_pool: map`, `timm_proj: none`): keys `visual.trunk.*` (timm names),
 `text.text_proj.text_adaptor.*` (the adapter), `logit_scale`, and possibly the merged LLM under `text.text.model.*`.
 Its text path (`llm_model.py`) merges a PEFT LoRA into Llama-3.1-8B-Instruct and calls the adapter with
-`l2_norm=False`. Here the timm trunk maps onto transformers' `SiglipVisionModel` (exact GELU, LayerNorm eps 1e-6, as
-timm builds it), the LoRA is merged with peft into the text tower (one plain folder, like stage 1's merged weights),
-and everything is checked against plain-torch references written from the formulas before anything is written.
+`l2_norm=False`; the LoRA is a folder of the release, not of the base LLM (lora.py finds it), and a release converted
+without one is refused unless asked for (`no_lora`). Here the timm trunk maps onto transformers' `SiglipVisionModel`
+(exact GELU, LayerNorm eps 1e-6, as timm builds it), the LoRA is merged with peft into the text tower (one plain
+folder, like stage 1's merged weights), and everything is checked against plain-torch references written from the
+formulas before anything is written.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import torch
 import torch.nn.functional as F
 import transformers
 from PIL import Image
-from transformers import AutoModel
 
 from ..common.errors import CheckpointError, ConversionError
 from ..common.files import ensure_writable
@@ -30,6 +31,7 @@ from ..embedding import pooled_features
 from ..export.folder import write_model_folder
 from ..modeling_llm2clip import LLM2CLIPModel
 from .dual_tower import (
+    PARITY_ADVICE,
     VERIFICATION_CAPTIONS,
     DualTowerParity,
     TextTower,
@@ -40,7 +42,9 @@ from .dual_tower import (
     load_weights_folder,
     make_processor,
     resolve_source,
+    stored_location,
 )
+from .lora import find_lora, lora_search_places, merge_lora_with_peft, reference_lora_merge
 from .reference_llm import reference_adapter, reference_bidirectional_llama, reference_mean_pool
 from .state_dicts import check_keys, count_layers, load_state_dict, patch_grid
 
@@ -52,6 +56,7 @@ HEADS_BY_WIDTH = {768: 12, 1024: 16, 1152: 16, 1536: 16}
 LAYER_NORM_EPS = 1e-6  # timm's LayerNorm default, used by every SigLIP norm (blocks, final norm, attention pool)
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)  # timm `v2_webli` / open_clip SigLIP config (eva_clip would use OpenAI's)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+ADAPTER_WEIGHTS = "adapter_model."  # a PEFT adapter's weights (adapter_model.safetensors / .bin): not the release's
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,11 @@ def weight_file(source: Path) -> Path:
     for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
         if (source / name).is_file():
             return source / name
-    candidates = sorted(p for p in source.iterdir() if p.is_file() and p.name.endswith(WEIGHT_FILE_SUFFIXES))
+    candidates = sorted(
+        p
+        for p in source.iterdir()
+        if p.is_file() and p.name.endswith(WEIGHT_FILE_SUFFIXES) and not p.name.startswith(ADAPTER_WEIGHTS)
+    )
     if len(candidates) != 1:
         found = [p.name for p in candidates] or "none"
         raise CheckpointError(
@@ -152,7 +161,9 @@ def infer_siglip_shape(weights: dict, num_heads: int | None = None) -> SiglipSha
     grid = patch_grid(positions, f"{TRUNK}pos_embed", class_token=False)
     heads = num_heads or HEADS_BY_WIDTH.get(width) or (width // 64 if width % 64 == 0 else None)
     if not heads or width % heads:
-        raise CheckpointError(f"cannot tell the head count of a {width}-wide SigLIP tower; pass num_heads.")
+        raise CheckpointError(
+            f"cannot tell the head count of a {width}-wide SigLIP tower; pass --num-heads (num_heads= in Python)."
+        )
     layers = count_layers({k: v for k, v in weights.items() if k.startswith(TRUNK + "blocks.")}, TRUNK + "blocks.")
     return SiglipShape(width, layers, heads, mlp_width, patch_size, grid * patch_size)
 
@@ -318,96 +329,6 @@ def siglip_image_processor(size: int):
     )
 
 
-# -- the text side: LLM folder + PEFT LoRA ---------------------------------------------------------------------------
-
-
-def find_lora(llm_folder: Path, lora: str | Path | None) -> Path | None:
-    """The PEFT adapter to merge: `lora` if given, else the one subfolder of the LLM folder holding adapter_config.json."""
-    if lora is not None:
-        path = Path(lora)
-        if not (path / "adapter_config.json").is_file():
-            raise CheckpointError(f"{path}: no adapter_config.json (not a PEFT adapter folder).")
-        return path
-    if (
-        llm_folder / "adapter_config.json"
-    ).is_file():  # llm2vec's same-folder case: transformers would apply it itself
-        raise CheckpointError(
-            f"{llm_folder} holds a PEFT adapter_config.json: give the base model folder with the adapter in a subfolder."
-        )
-    found = sorted(p.parent for p in llm_folder.glob("*/adapter_config.json"))
-    if len(found) > 1:
-        raise CheckpointError(f"{llm_folder}: several PEFT adapters {[p.name for p in found]}; keep one.")
-    return found[0] if found else None
-
-
-def lora_config(adapter: Path) -> dict:
-    """adapter_config.json, refused unless it is a plain LoRA (what the reference merge covers)."""
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    unsupported = {
-        "peft_type": config.get("peft_type") not in ("LORA", None),
-        "use_dora": bool(config.get("use_dora")),
-        "bias": config.get("bias", "none") != "none",
-        "rank_pattern / alpha_pattern": bool(config.get("rank_pattern") or config.get("alpha_pattern")),
-        "modules_to_save": bool(config.get("modules_to_save")),
-    }
-    bad = [name for name, flag in unsupported.items() if flag]
-    if bad:
-        raise CheckpointError(f"{adapter}: only plain LoRA adapters are supported, this one uses {bad}.")
-    return config
-
-
-def lora_tensors(adapter: Path, model_keys) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{target weight name: (A, B)} from the adapter file, each target checked against the text model's weights."""
-    file = adapter / "adapter_model.safetensors"
-    if file.is_file():
-        from safetensors.torch import load_file
-
-        raw = load_file(file)
-    elif (adapter / "adapter_model.bin").is_file():
-        raw = torch.load(adapter / "adapter_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise CheckpointError(f"{adapter}: no adapter_model.safetensors or adapter_model.bin.")
-    pairs = {}
-    for key, value in raw.items():
-        module, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
-        if kind not in ("A.weight", "B.weight"):
-            raise CheckpointError(f"{adapter}: unexpected adapter tensor `{key}`.")
-        pairs.setdefault(f"{module}.weight", {})[kind[0]] = value.float()
-    missing = sorted(name for name in pairs if name not in model_keys)
-    if missing or any(len(p) != 2 for p in pairs.values()):
-        raise CheckpointError(
-            f"{adapter}: LoRA targets {missing[:4] or 'incomplete A/B pairs'} do not match the text model."
-        )
-    return {name: (p["A"], p["B"]) for name, p in pairs.items()}
-
-
-def reference_lora_merge(state_dict: dict, adapter: Path) -> dict:
-    """W + (alpha / r) B A (alpha / sqrt(r) with rsLoRA; transposed for fan_in_fan_out): LoRA's merge formula."""
-    config = lora_config(adapter)
-    scale = config["lora_alpha"] / (math.sqrt(config["r"]) if config.get("use_rslora") else config["r"])
-    merged = {k: v.float() for k, v in state_dict.items()}  # untouched tensors shared, merged ones new
-    for name, (a, b) in lora_tensors(adapter, state_dict).items():
-        delta = scale * (b @ a)
-        merged[name] = merged[name] + (delta.t() if config.get("fan_in_fan_out") else delta)
-    return merged
-
-
-def merge_lora_with_peft(tower: TextTower, adapter: Path) -> TextTower:
-    """The LoRA merged into the text tower by peft (`PeftModel.from_pretrained(...).merge_and_unload()`), in fp32.
-
-    The model is built on the meta device around `tower`'s own tensors, so an 8B tower is not copied: those tensors
-    are merged in place (the tower passed in is consumed)."""
-    from peft import PeftModel
-
-    lora_config(adapter)
-    lora_tensors(adapter, tower.state_dict)  # every target must exist: peft would only warn about mismatches
-    with torch.device("meta"):
-        model = AutoModel.from_config(tower.config)
-    model.load_state_dict(tower.state_dict, strict=True, assign=True)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    return TextTower(tower.config, merged.state_dict(), tower.tokenizer, f"{tower.source} + LoRA {adapter}")
-
-
 # -- the conversion --------------------------------------------------------------------------------------------------
 
 
@@ -448,7 +369,7 @@ def verify_siglip2(model, processor, reference_llm: dict, tower: TextTower, weig
     ):
         if not diff <= 1e-4 * max(1.0, ref.abs().max().item()):
             raise ConversionError(
-                f"converted model disagrees with the reference {name} path: max |diff| = {diff:.3e}."
+                f"converted model disagrees with the reference {name} path (max |diff| = {diff:.3e}): {PARITY_ADVICE}"
             )
     if not pixel_diff <= 1e-5:
         raise ConversionError(
@@ -460,10 +381,22 @@ def verify_siglip2(model, processor, reference_llm: dict, tower: TextTower, weig
     return parity
 
 
-def _text_tower(llm, weights: dict, file: Path, lora) -> tuple[TextTower, dict, list[str]]:
+def _text_tower(llm, weights: dict, file: Path, lora, no_lora: bool) -> tuple[TextTower, dict, list[str]]:
     """The text tower to write, the weights the reference runs on, and what was done, in words."""
     inner = {k[len(LLM_PREFIX) :]: v for k, v in weights.items() if k.startswith(LLM_PREFIX)}
-    adapter = None if inner else find_lora(resolve_source(llm, "--llm"), lora)
+    if lora is not None and no_lora:
+        raise ConversionError("--lora and --no-lora contradict each other: give one.")
+    if inner and lora is not None:
+        raise ConversionError(
+            f"--lora {lora}: {file.name} carries the merged LLM under `{LLM_PREFIX}`; merging a LoRA again is wrong."
+        )
+    llm_folder = resolve_source(llm, "--llm")
+    adapter = None if inner or no_lora else find_lora(file.parent, llm_folder, lora)
+    if adapter is None and not inner and not no_lora:
+        raise CheckpointError(
+            f"no PEFT LoRA for the SigLIP2 release (looked in {lora_search_places(file.parent, llm_folder)}): its "
+            "text path merges one into the LLM; pass --lora PATH, or --no-lora to convert with the un-adapted LLM."
+        )
     tower = load_text_tower(llm)
     if inner:  # the file kept LLM2Vec's (already merged) model: that is what the release ran
         tower = TextTower(tower.config, inner, tower.tokenizer, f"{file.name} ({LLM_PREFIX}*)")
@@ -475,13 +408,13 @@ def _text_tower(llm, weights: dict, file: Path, lora) -> tuple[TextTower, dict, 
             ],
         )
     if adapter is None:
-        return tower, tower.state_dict, [f"text tower: {llm} as is (no PEFT adapter found next to it)"]
+        return tower, tower.state_dict, [f"text tower: {llm} as is, without the release's LoRA (--no-lora)"]
     reference = reference_lora_merge(tower.state_dict, adapter)
     merged = merge_lora_with_peft(tower, adapter)
     return (
         merged,
         reference,
-        [f"text tower: {llm} with the LoRA {adapter.name} merged by peft; reference merge W + scale * B A"],
+        [f"text tower: {llm} with the LoRA {adapter} merged by peft; reference merge W + scale * B A"],
     )
 
 
@@ -494,9 +427,14 @@ def convert_llm2clip_siglip2(
     overwrite: bool = False,
     lora: str | Path | None = None,
     num_heads: int | None = None,
+    no_lora: bool = False,
 ) -> DualTowerParity:
     """LLM2CLIP's SigLIP2 release (`visual.trunk.*`, `text.text_proj.text_adaptor.*`, `logit_scale`) + its LLM folder
-    (+ PEFT LoRA, merged) -> one verified LLM2CLIP folder with a SigLIP tower and no visual projection."""
+    (+ PEFT LoRA, merged) -> one verified LLM2CLIP folder with a SigLIP tower and no visual projection.
+
+    lora: the PEFT adapter folder; default: the one in the release, else beside the LLM (`find_lora`). Without one
+    (and no merged LLM in the file) the conversion is refused unless `no_lora` (the un-adapted LLM's features).
+    num_heads: the tower's head count, for widths timm's SigLIP definitions do not name."""
     ensure_writable(output, overwrite)
     weights, file = read_release(clip)
     shape = infer_siglip_shape(weights, num_heads)
@@ -514,7 +452,7 @@ def convert_llm2clip_siglip2(
     }
     expected.update({key: () for key in ("logit_scale", "logit_bias") if key in weights or key == "logit_scale"})
     check_keys(weights, expected, str(file), extra_ok=(LLM_PREFIX,))
-    tower, reference_llm, notes = _text_tower(llm, weights, file, lora)
+    tower, reference_llm, notes = _text_tower(llm, weights, file, lora, no_lora)
     if tower.config.hidden_size != llm_width:
         raise CheckpointError(
             f"the adapter expects {llm_width}-d text embeddings but {llm} has hidden size {tower.config.hidden_size}."
@@ -546,7 +484,7 @@ def convert_llm2clip_siglip2(
             f"the text weights ({tower.source}) do not fit the configured text model: {str(error)[:300]}"
         ) from None
     if external_llm:
-        model.config.text_model_name_or_path = tower.source
+        model.config.text_model_name_or_path = stored_location(tower.source)
     processor = make_processor(tower.tokenizer, shape.image_size, siglip_image_processor(shape.image_size))
     parity = verify_siglip2(model, processor, reference_llm, tower, weights, shape)
     parity.notes[:0] = [

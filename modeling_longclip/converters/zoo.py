@@ -164,13 +164,18 @@ def text_model_folder(manifest: dict, name: str, fetcher: Fetcher) -> Path:
 
 
 def check_lora(entry: dict, source: Path, llm: Path) -> None:
-    """The SigLIP2 release needs its stage-1 LoRA, unless the file itself carries the merged LLM."""
-    from .siglip2 import LLM_PREFIX, _peek_keys, find_lora, weight_file
+    """The SigLIP2 release needs its stage-1 LoRA (in the release, or beside the text model, where the converter looks
+    for it too), unless the file itself carries the merged LLM."""
+    from .lora import find_lora, lora_search_places
+    from .siglip2 import LLM_PREFIX, _peek_keys, weight_file
 
-    if not entry.get("requires_lora") or find_lora(llm, None) is not None:
+    if not entry.get("requires_lora"):
+        return
+    release = weight_file(source).parent
+    if find_lora(release, llm) is not None:
         return
     if not any(k.startswith(LLM_PREFIX) for k in _peek_keys(weight_file(source))):
-        raise Missing(f"the PEFT LoRA adapter of the text model: no subfolder of {llm} holds an adapter_config.json")
+        raise Missing(f"the PEFT LoRA adapter of the text model: none in {lora_search_places(release, llm)}")
 
 
 SHAPE_FIELDS = {  # manifest name -> where the written config.json keeps it

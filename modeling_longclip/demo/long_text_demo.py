@@ -80,6 +80,7 @@ def _quiet_training_args(output_dir: Path, steps: int, settings: DemoSettings, l
         logging_steps=max(steps // 5, 1),
         use_cpu=not torch.cuda.is_available(),
         seed=settings.seed,
+        overwrite_output_dir=True,  # a rerun into the same demo folder replaces the last run
         dataloader_num_workers=0,
         disable_tqdm=True,
         **extra,

@@ -6,16 +6,21 @@
 Works for this package's families (`encode_text` / `encode_image`) and any transformers dual encoder with
 `get_text_features` / `get_image_features` and a processor (CLIPModel, SiglipModel, ...). Several `--model`s give one
 comparison: the table (results.md), its JSON (results.json, with every model's full result) and a bar chart
-(results.png). A missing file or a malformed record is reported as one `error: ...` line on stderr with exit status 2.
+(results.png). `--update-card` also writes each model's table, dated and with the data it was read from, into its
+folder's README.md (export/cards.py). A missing file or a malformed record is reported as one `error: ...` line on
+stderr with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 
 from ..common.cli import ArgumentParser, command
+from ..common.loading import check_model_folder
+from ..export.cards import results_for_folder, update_card_results
 from .benchmarks import BENCHMARKS, DEFAULT_PROTOCOLS, BenchmarkError, load_benchmark
 from .compare import comparison, comparison_markdown, write_comparison
 from .encoding import DEFAULT_CACHE_DIR
@@ -56,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", required=True, help="results.json to write; the Markdown table (and, comparing, a chart) beside it"
     )
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="also write each model's measured table (dated, with its data) into its folder's README.md",
+    )
     return parser
 
 
@@ -64,12 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise BenchmarkError("--batch-size must be at least 1")
-    folders = [Path(model).expanduser() for model in args.model]
-    for folder in folders:  # every folder before the data and the weights: a typo fails in a second
-        if not folder.is_dir():
-            raise BenchmarkError(f"{folder}: no such model folder.")
-        if not (folder / "config.json").is_file():
-            raise BenchmarkError(f"{folder}: not a saved model folder (no config.json).")
+    # every folder before the data and the weights: a typo or a truncated weight file fails in a second
+    folders = [check_model_folder(model) for model in args.model]
     dataset = load_benchmark(
         args.benchmark, args.data_root, args.protocol, annotations=args.annotations, class_names=args.class_names
     )
@@ -82,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
-    data_root = str(Path(args.data_root).expanduser())
+    data_root, today = str(Path(args.data_root).expanduser()), datetime.date.today().isoformat()
     for result in results:
-        result["data_root"] = data_root
+        result.update(data_root=data_root, date=today)
     if len(results) == 1:
         written = write_results(results[0], args.output)
         table = markdown_table(results[0])
@@ -94,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         table = comparison_markdown(table)
     print(table, end="")
     print(f"wrote {', '.join(str(path) for path in written[:-1])} and {written[-1]}")
+    if args.update_card:
+        for folder in folders:
+            print(f"updated {update_card_results(folder, results_for_folder(results, folder))}")
     return 0
 
 

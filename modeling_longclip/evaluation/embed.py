@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..embedding import length_order, pooled_features
+from ..embedding import encode_in_length_order, pooled_features
 from .benchmarks import BenchmarkError
 
 # model_type -> how the text tower wants its padding; everything not listed pads to the longest text in the batch.
@@ -101,15 +101,12 @@ def embed_texts(model, processor, texts: Sequence[str], batch_size: int = 64, **
             f"{text_limit(processor, model)} tokens can only be truncated."
         )
     padding = {**text_padding(model, processor), **processor_kwargs}
-    order = length_order(processor, texts)
-    embeddings = None
-    for start in range(0, len(order), batch_size):
-        positions = order[start : start + batch_size]
-        inputs = processor(text=[texts[i] for i in positions], return_tensors="pt", **padding)
-        embeds = F.normalize(pooled_features(model.get_text_features(**_model_inputs(model, inputs))).float(), dim=-1)
-        if embeddings is None:
-            embeddings = torch.empty(len(texts), embeds.shape[-1], dtype=torch.float32, device=embeds.device)
-        embeddings[torch.tensor(positions, device=embeds.device)] = embeds
+
+    def encode_batch(batch: list[str]) -> torch.Tensor:
+        inputs = processor(text=batch, return_tensors="pt", **padding)
+        return F.normalize(pooled_features(model.get_text_features(**_model_inputs(model, inputs))).float(), dim=-1)
+
+    embeddings = encode_in_length_order(processor, texts, encode_batch, batch_size)
     return embeddings if embeddings is not None else torch.zeros(0, 0)
 
 
@@ -125,10 +122,19 @@ def embed_images(model, processor, images, batch_size: int = 64) -> torch.Tensor
         return model.encode_image(images, processor=processor, batch_size=batch_size)
     chunks = []
     for start in range(0, len(images), batch_size):
-        inputs = processor(images=images[start : start + batch_size], return_tensors="pt")
-        features = pooled_features(model.get_image_features(**_model_inputs(model, inputs)))
-        chunks.append(F.normalize(features.float(), dim=-1))
+        chunks.append(image_features(model, processor(images=images[start : start + batch_size], return_tensors="pt")))
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)
+
+
+@torch.no_grad()
+def image_features(model, inputs) -> torch.Tensor:
+    """L2-normalized image embeddings [n, dim] (float32) from an image processor's outputs, for any dual encoder.
+
+    Every tensor the processor returned goes to `get_image_features`, on the model's device and (floats) dtype; this
+    is what `encode_image` computes for this package's families, so callers that run the processor elsewhere (the
+    photo indexer's DataLoader workers) get the same embeddings as `embed_images`.
+    """
+    return F.normalize(pooled_features(model.get_image_features(**_model_inputs(model, inputs))).float(), dim=-1)
 
 
 __all__ = [
@@ -137,6 +143,7 @@ __all__ = [
     "embed_texts",
     "encoder_signature",
     "has_own_encoders",
+    "image_features",
     "text_limit",
     "text_padding",
 ]

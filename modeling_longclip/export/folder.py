@@ -15,6 +15,7 @@ import torch
 
 from ..common.files import atomic_folder
 from ..common.folders import validate_model_folder
+from .cards import with_metadata
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -68,14 +69,14 @@ def write_sentence_transformers_files(folder: str | Path, model, processor) -> N
 
 
 def write_model_folder(model, processor, output: str | Path, card: str, dtype: str | None = None, overwrite=False):
-    """Save model (safetensors), processor, payload code, README.md and the sentence-transformers files into `output`,
-    atomically."""
+    """Save model (safetensors), processor, payload code, README.md (its metadata completed from the config: base models,
+    datasets, licence) and the sentence-transformers files into `output`, atomically."""
     with atomic_folder(output, overwrite) as staging:
         if dtype is not None:
             model = model.to(DTYPES[dtype])
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        (staging / "README.md").write_text(card, encoding="utf-8")
+        (staging / "README.md").write_text(with_metadata(card, model.config), encoding="utf-8")
         write_sentence_transformers_files(staging, model, processor)
         validate_model_folder(staging)
     return Path(output)

@@ -8,7 +8,9 @@ never need this module.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fnmatch
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineMod
 from ..common.cli import ArgumentParser, command
 from ..common.errors import LongCLIPError
 from ..common.folders import FolderNotLoadableError, validate_model_folder
+from .cards import results_for_folder, update_card_results
 
 try:  # huggingface_hub >= 2 talks through httpx2, 1.x through httpx; the timeouts and errors are the same classes.
     import httpx2 as _httpx
@@ -31,6 +34,7 @@ __all__ = [
     "HubUnreachableError",
     "TRAINING_STATE_PATTERNS",
     "main",
+    "pick_up_results",
     "push_folder_to_hub",
     "training_state_files",
     "validate_model_folder",
@@ -74,6 +78,42 @@ def training_state_files(folder: str | Path) -> list[str]:
     folder = Path(folder)
     relative = (p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file())
     return [path for path in relative if any(fnmatch.fnmatch(path, pattern) for pattern in TRAINING_STATE_PATTERNS)]
+
+
+RESULTS_BESIDE = "results.json"
+
+
+def _require_online() -> None:
+    if constants.is_offline_mode():
+        raise HubUnreachableError(
+            "uploading to the Hub needs a network, but offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is "
+            "set): unset HF_HUB_OFFLINE to upload"
+        )
+
+
+def pick_up_results(folder: str | Path, results: str | Path | None = None) -> str | None:
+    """Write the folder's measured results into its card before an upload: from `results` (a longclip-eval
+    results.json, refused if it holds none of this folder's), or else from a results.json beside the folder when it
+    holds some. Returns a line saying what was added, or None."""
+    folder = Path(folder)
+    path = Path(results) if results is not None else folder.resolve().parent / RESULTS_BESIDE
+    if not path.is_file():
+        if results is not None:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LongCLIPError(f"{path}: not a longclip-eval results file ({error}).") from None
+    found = results_for_folder(data, folder, base=path.parent)
+    if not found:
+        if results is not None:
+            raise LongCLIPError(f"{path} holds no results of {folder} (matched by the evaluated path or name).")
+        return None
+    date = datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()  # results written before they were dated
+    card = update_card_results(folder, found, date=date)
+    benchmarks = ", ".join(sorted({f"{r.get('benchmark')} ({r.get('protocol')})" for r in found}))
+    return f"{card}: added the measured results of {path} ({benchmarks})"
 
 
 @contextlib.contextmanager
@@ -130,11 +170,7 @@ def push_folder_to_hub(
     """
     folder = Path(folder)
     validate_model_folder(folder)
-    if constants.is_offline_mode():
-        raise HubUnreachableError(
-            "uploading to the Hub needs a network, but offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is "
-            "set): unset HF_HUB_OFFLINE to upload"
-        )
+    _require_online()
 
     api = huggingface_hub.HfApi(endpoint=endpoint, token=token)
     try:
@@ -173,12 +209,24 @@ def upload_command(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", metavar="TOKEN", help="write token (default: HF_TOKEN or the saved login)")
     parser.add_argument("--endpoint", metavar="URL", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
     parser.add_argument(
+        "--results",
+        metavar="FILE",
+        help="longclip-eval results.json whose rows for this folder go into its card (default: a results.json beside "
+        "the folder, when it holds some)",
+    )
+    parser.add_argument("--no-results", action="store_true", help="upload the card as it is")
+    parser.add_argument(
         "--include-training-state",
         action="store_true",
         help="also upload a checkpoint's optimizer, scheduler, RNG and Trainer state (to resume from the Hub)",
     )
     args = parser.parse_args(argv)
     left_out = [] if args.include_training_state else training_state_files(args.folder)
+    validate_model_folder(args.folder)  # refusals come before the card is touched
+    _require_online()
+    added = None if args.no_results else pick_up_results(args.folder, args.results)
+    if added:
+        print(added)
 
     try:
         url = push_folder_to_hub(

@@ -28,6 +28,7 @@ from torch import nn
 from ..common.cli import ArgumentParser, command
 from ..common.errors import ConversionError
 from ..common.files import atomic_folder, ensure_writable
+from ..common.loading import check_model_folder, load_model_folder
 
 ONNX_FOLDER = "onnx"
 OPSET = 18
@@ -235,24 +236,10 @@ def export_onnx(
 ) -> list[GraphCheck | QuantizedCheck]:
     """Export FOLDER's text and image feature graphs into FOLDER/onnx, checked with onnxruntime; atomic. With
     `quantize="int8"`, dynamically quantized copies are written beside them, kept only at cosine >= `min_cosine`."""
-    from transformers import AutoModel, AutoProcessor
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise ExportError(f"{folder} is not a model folder (no config.json).")
+    folder = check_model_folder(folder)  # missing, no config.json, truncated weights: one line, before any work
     require_onnx_tools(quantize)
     output = ensure_writable(folder / ONNX_FOLDER, overwrite)
-    try:
-        model = AutoModel.from_pretrained(
-            folder, trust_remote_code=True, dtype=torch.float32, attn_implementation="eager"
-        )
-        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-    except (OSError, ValueError) as error:  # unreadable weights, unknown model type, missing tokenizer: one line
-        raise ExportError(f"{folder}: cannot load the model or its processor ({error}).") from None
-    model = model.eval()
-    for method in ("get_text_features", "get_image_features"):
-        if not hasattr(model, method):
-            raise ExportError(f"{folder}: {type(model).__name__} has no {method}; not a dual-tower model.")
+    model, processor = load_model_folder(folder, "cpu", dtype=torch.float32, attn_implementation="eager")
 
     trace_text = _text_batch(processor, TRACE_TEXTS)
     names = tuple(trace_text)

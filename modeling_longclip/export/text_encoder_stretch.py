@@ -31,6 +31,7 @@ TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "CLIPMod
 # the tower itself (older checkpoints with the prefix are renamed on load).
 POSITION_KEYS = (POSITION_EMBEDDING_KEY, POSITION_EMBEDDING_KEY.removeprefix("text_model."))
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json")
+STOCK_POSITIONS = 77  # a stock CLIP text encoder's position table; the command stretches from there
 
 
 @dataclass
@@ -79,6 +80,31 @@ def _model_class(folder: Path):
     return getattr(transformers, name)
 
 
+def _source_positions(folder: Path) -> int | None:
+    """`max_position_embeddings` of the text config in `folder`/config.json (a CLIPModel nests it)."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    text = config.get("text_config") or config
+    positions = text.get("max_position_embeddings") if isinstance(text, dict) else None
+    return positions if isinstance(positions, int) else None
+
+
+def _read_tokenizer(folder: Path, pad_token: str | None):
+    """The tokenizer in `folder`, read before any work; a folder transformers cannot read is one line."""
+    from transformers import AutoTokenizer
+
+    extra = {"pad_token": pad_token} if pad_token else {}
+    try:
+        return AutoTokenizer.from_pretrained(folder, **extra)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        detail = " ".join(str(error).split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise ConversionError(
+            f"--tokenizer {folder}: transformers cannot read a tokenizer there ({type(error).__name__}: {detail}); "
+            "give the pipeline's tokenizer folder (e.g. sdxl-base/tokenizer_2, with tokenizer.json or vocab.json + "
+            "merges.txt)."
+        ) from None
+
+
 def position_table_key(model) -> str:
     """The state-dict key of the text position table."""
     keys = model.state_dict().keys()
@@ -114,7 +140,10 @@ def _check(source, stretched, keep: int) -> float:
     key = position_table_key(source)
     before, after = source.state_dict()[key], stretched.state_dict()[key]
     if not torch.equal(before[:keep], after[:keep]):
-        raise ConversionError(f"the first {keep} position rows changed while stretching; nothing was written.")
+        raise ConversionError(
+            f"the first {keep} position rows changed while stretching; nothing was written. This is a bug: please "
+            "report it with the source folder's config.json."
+        )
     vocab = (getattr(source.config, "text_config", None) or source.config).vocab_size
     if keep == 0:
         return 0.0
@@ -124,7 +153,11 @@ def _check(source, stretched, keep: int) -> float:
         diff = before - after
     difference = diff.abs().max().item()
     if difference != 0.0:
-        raise ConversionError(f"hidden states within the first {keep} positions differ by {difference:.2e}.")
+        raise ConversionError(
+            f"hidden states within the first {keep} positions differ by {difference:.2e} after stretching; nothing was "
+            "written. The stretch changes no weight they read, so this is a bug: please report it with the source "
+            "folder's config.json."
+        )
     return difference
 
 
@@ -164,18 +197,23 @@ def stretch_text_encoder(
     ensure_writable(output, overwrite)
     if tokenizer_output is not None and tokenizer_output != output:
         ensure_writable(tokenizer_output, overwrite)
+    source_positions = _source_positions(source)
+    if source_positions is not None and source_positions > STOCK_POSITIONS:
+        raise ConversionError(
+            f"{source}: its text position table already has {source_positions} rows (stock CLIP text encoders have "
+            f"{STOCK_POSITIONS}): it was stretched before, or is a Long-CLIP encoder, and stretching it again would "
+            f"give {keep + (source_positions - keep) * ratio} positions. Give the original {STOCK_POSITIONS}-position "
+            "encoder."
+        )
+    text_tokenizer = _read_tokenizer(tokenizer_source, pad_token) if tokenizer_source is not None else None
 
     model = model_class.from_pretrained(source, dtype="auto").eval()
     stretched = stretched_text_encoder(model, keep, ratio, exact_fp16)
     difference = _check(model, stretched, keep)
     key = position_table_key(model)
     positions = stretched.state_dict()[key].shape[0]
-    text_tokenizer = None
-    if tokenizer_source is not None:
-        from transformers import AutoTokenizer
-
-        extra = {"pad_token": pad_token} if pad_token else {}
-        text_tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, model_max_length=positions, **extra)
+    if text_tokenizer is not None:
+        text_tokenizer.model_max_length = positions
 
     with atomic_folder(output, overwrite) as staging:
         stretched.save_pretrained(staging)

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 from ..common.cli import ArgumentParser, command
-from ..common.errors import DataError, LongCLIPError
+from ..common.errors import DataError
+from ..common.loading import check_model_folder, load_model_folder, resolve_device
 from ..common.quantization import BACKENDS, BITS, load_quantized_model
 from .caption_sources import iter_captions
-from .extraction import DTYPES, run_extraction
+from .extraction import DTYPES, check_compute_dtype, run_extraction
 from .fingerprint import text_tower
 from .store import read_index
 
@@ -84,9 +85,10 @@ def load_model(
     quantize: str | None = None,
     backend: str = "auto",
 ):
-    """AutoModel + AutoProcessor (remote code) in eval mode, the text tower on `device`, in `dtype`; with `quantize`,
-    the text tower in 8 or 4 bits (common/quantization.py), the whole model placed on `device`."""
-    from transformers import AutoModel, AutoProcessor
+    """AutoModel + AutoProcessor (remote code) in eval mode through the tools' one loader (`load_model_folder`: a
+    missing folder, truncated weights or an unreadable tokenizer is one line), the text tower on `device`, in `dtype`;
+    with `quantize`, the text tower in 8 or 4 bits (common/quantization.py), the whole model placed on `device`.
+    """
     from transformers.utils import logging as transformers_logging
 
     bars = transformers_logging.is_progress_bar_enabled()
@@ -94,14 +96,11 @@ def load_model(
         transformers_logging.disable_progress_bar()
     try:
         if quantize:  # placed on `device` as it loads
-            model, processor = load_quantized_model(model_dir, quantize, device, backend, dtype=dtype)
-        else:
-            model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=True, dtype=dtype)
-            processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=True)
-    except LongCLIPError:
-        raise
-    except (OSError, ValueError) as error:  # unreadable weights, unknown model type, missing tokenizer: one line
-        raise DataError(f"{model_dir}: cannot load the model or its processor ({error}).") from None
+            model, processor = load_quantized_model(
+                model_dir, quantize, device, backend, dtype=dtype, dual_encoder=False
+            )
+        else:  # loaded on the CPU: only the text tower runs, so only it moves to `device`
+            model, processor = load_model_folder(model_dir, device="cpu", dual_encoder=False, dtype=dtype)
     finally:
         if bars:
             transformers_logging.enable_progress_bar()
@@ -109,9 +108,8 @@ def load_model(
         raise DataError(
             f"{model_dir}: a {type(model).__name__} has no encode_llm; the cache is for LLM2CLIP / ProCLIP."
         )
-    model.eval()
     if not quantize:
-        text_tower(model).to(device)  # only the text tower runs: the image tower stays where it was loaded
+        text_tower(model).to(device)
     return model, processor
 
 
@@ -120,24 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or args.shard_size < 1:
         raise DataError("--batch-size and --shard-size must be at least 1.")
-    model_dir = Path(args.model).expanduser()
-    if not (model_dir / "config.json").is_file():
-        raise DataError(f"{model_dir}: not a saved model folder (no config.json).")
+    model_dir = check_model_folder(args.model)
     output = Path(args.output).expanduser()
     if output.exists() and not output.is_dir():
         raise DataError(f"{output} exists and is not a folder.")
     # Before the model: a wrong path or column fails in a second, not after loading the weights.
     columns = args.caption_columns or ["caption"]
     captions = iter_captions(args.captions, columns, args.id_column, args.derive_short_captions)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"--device {device}: CUDA is not available on this machine.")
+    device = resolve_device(args.device)
     if args.dtype == "auto":
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     else:
         dtype = DTYPES[args.dtype]
     if output.is_dir() and not args.overwrite:
-        read_index(output)  # an unreadable index fails before the weights are loaded
+        index = read_index(output)  # an unreadable index, or one made in another dtype, fails before the weights load
+        if index is not None:
+            check_compute_dtype(output, index, str(dtype).removeprefix("torch."), check_quantization=False)
     model, processor = load_model(
         model_dir, device, dtype, not args.no_progress, args.quantize, args.quantization_backend
     )

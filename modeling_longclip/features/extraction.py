@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..common.files import atomic_write
 from ..common.quantization import describe_quantization, is_quantized
-from ..embedding import length_order
+from ..embedding import encode_in_length_order
 from .fingerprint import describe_differences, fingerprint_differences, model_fingerprint, text_tower
 from .store import (
     INDEX_FORMAT,
@@ -85,6 +86,48 @@ def _encode_batch(model, processor, texts: list[str], device: torch.device, cont
     return embeds
 
 
+def cached_compute_dtype(output_dir: Path, index: dict) -> str | None:
+    """The dtype the cached rows were computed in: the index's, or (caches made before the index recorded it) the
+    first shard's metadata."""
+    if index.get("compute_dtype"):
+        return index["compute_dtype"]
+    for name in index.get("shards", [])[:1]:
+        try:
+            with safe_open(str(output_dir / name), framework="pt") as shard:
+                return (shard.metadata() or {}).get("compute_dtype")
+        except (OSError, SafetensorError):
+            return None
+    return None
+
+
+QUANTIZED_TOWER = ", text tower "  # joins the compute dtype and a quantized tower's description in the index
+
+
+def check_compute_dtype(output_dir: Path, index: dict, dtype_name: str, check_quantization: bool = True) -> None:
+    """Rows computed in bfloat16 and rows computed in float32 differ by ~1e-2, rows of an 8- or 4-bit text tower by
+    more: one cache holds rows of one of them. `dtype_name` may carry the tower's quantization after
+    `QUANTIZED_TOWER`; without `check_quantization` (before the model is loaded) only the dtypes are compared."""
+    cached = cached_compute_dtype(output_dir, index) if index.get("keys") else None
+    if cached is None or cached == dtype_name:
+        return
+    cached_dtype, _, cached_tower = cached.partition(QUANTIZED_TOWER)
+    dtype, _, tower = dtype_name.partition(QUANTIZED_TOWER)
+    count = len(index["keys"])
+    if cached_dtype != dtype:
+        raise FeatureCacheError(
+            f"{output_dir}: its {count} cached captions were computed in {cached_dtype}, this run would compute "
+            f"in {dtype} (--dtype auto picks bfloat16 on CUDA, float32 on the CPU); pass --dtype {cached_dtype} "
+            f"(dtype={cached_dtype!r}) to continue it, or --overwrite (overwrite=True) to compute every row again in "
+            f"{dtype}."
+        )
+    if check_quantization and cached_tower != tower:
+        raise FeatureCacheError(
+            f"{output_dir}: its {count} cached captions were computed with the text tower "
+            f"{cached_tower or 'in full precision'}, this run's is {tower or 'in full precision'}; load it as the cache "
+            "was made (--quantize) to continue it, or --overwrite (overwrite=True) to compute every row again."
+        )
+
+
 def run_extraction(
     model,
     processor,
@@ -122,8 +165,8 @@ def run_extraction(
         "torch.", ""
     )
 
-    if is_quantized(model):  # recorded beside the compute dtype, not compared (see fingerprint.text_weights_hash)
-        dtype_name += f", text tower {describe_quantization(model.config.quantization_config)}"
+    if is_quantized(model):  # same fingerprint as its full-precision tower (fingerprint.text_weights_hash), other rows
+        dtype_name += QUANTIZED_TOWER + describe_quantization(model.config.quantization_config)
     fingerprint = model_fingerprint(model, processor)
     index = read_index(output_dir)
     if index is None:
@@ -137,36 +180,35 @@ def run_extraction(
                 f"({describe_differences(stored, fingerprint, differences)}); "
                 "use a new output folder, or overwrite=True (--overwrite) to replace them."
             )
+        check_compute_dtype(output_dir, index, dtype_name)
+    index["compute_dtype"] = dtype_name
     keys: dict = index["keys"]
     stats = ExtractionStats(output_dir)
     seen: set[str] = set()  # keys met in this call (cached, pending or written)
     pending_keys: list[str] = []
     pending_texts: list[str] = []
 
+    def encode_batch(texts: list[str]) -> torch.Tensor:
+        embeds = _encode_batch(model, processor, texts, device, context)
+        if index["dim"] is not None and embeds.shape[1] != index["dim"]:
+            raise FeatureCacheError(
+                f"{output_dir}: cached features have {index['dim']} dims, the model gives {embeds.shape[1]}."
+            )
+        bar.update(len(texts))
+        return embeds.to(storage)
+
     def flush() -> None:
-        order = length_order(processor, pending_texts)
-        rows = None
-        for start in range(0, len(order), batch_size):
-            positions = order[start : start + batch_size]
-            embeds = _encode_batch(model, processor, [pending_texts[i] for i in positions], device, context)
-            if rows is None:
-                if index["dim"] is not None and embeds.shape[1] != index["dim"]:
-                    raise FeatureCacheError(
-                        f"{output_dir}: cached features have {index['dim']} dims, the model gives {embeds.shape[1]}."
-                    )
-                rows = torch.empty(len(order), embeds.shape[1], dtype=storage)
-            rows[torch.tensor(positions)] = embeds.to(storage)
-            bar.update(len(positions))
+        rows = encode_in_length_order(processor, pending_texts, encode_batch, batch_size)
         shard = len(index["shards"])
         name = shard_name(shard)
-        metadata = {"format": str(INDEX_FORMAT), "rows": str(len(order)), "compute_dtype": dtype_name}
+        metadata = {"format": str(INDEX_FORMAT), "rows": str(len(rows)), "compute_dtype": dtype_name}
         atomic_write(output_dir / name, lambda tmp: save_file({TENSOR_NAME: rows.contiguous()}, tmp, metadata))
         index["dim"] = int(rows.shape[1])
         index["shards"].append(name)
         for row, key in enumerate(pending_keys):
             keys[key] = [shard, row]
         write_index(output_dir, index)
-        stats.encoded += len(order)
+        stats.encoded += len(rows)
         stats.shards_written += 1
         pending_keys.clear()
         pending_texts.clear()
@@ -228,4 +270,11 @@ def extract_text_features(
     return run_extraction(model, processor, captions, output_dir, **options).output_dir
 
 
-__all__ = ["DTYPES", "ExtractionStats", "extract_text_features", "run_extraction"]
+__all__ = [
+    "DTYPES",
+    "ExtractionStats",
+    "cached_compute_dtype",
+    "check_compute_dtype",
+    "extract_text_features",
+    "run_extraction",
+]

@@ -4,7 +4,9 @@ Layout of a cache folder:
 
 - `shard-00000.safetensors`, `shard-00001.safetensors`, ...: one tensor `embeds` [rows, dim] each (float32 unless
   another storage dtype was asked for), rows in the order the captions arrived;
-- `index.json`: `{"format": 2, "dim": D, "model": {fingerprint}, "shards": [file names], "keys": {key: [shard, row]}}`.
+- `index.json`: `{"format": 2, "dim": D, "model": {fingerprint}, "compute_dtype": "float32", "shards": [file names],
+  "keys": {key: [shard, row]}}`; `compute_dtype` is what the rows were computed in (bfloat16 rows differ from float32
+  ones by ~1e-2), so a resumed run in another dtype is refused instead of mixing the two.
 
 A caption's default key is `caption_key(text)`: SHA-1 of its exact UTF-8 text, nothing stripped. llm2vec (whose
 rules the processor follows) pools leading and inner whitespace, and its token count for the word cut includes

@@ -48,7 +48,12 @@ class _Wrapper(nn.Module):
     def config(self):
         return self.model.config
 
+    def activation_checkpointing_enable(self, **kwargs):
+        """What Trainer calls from transformers 5.25 on (the wrapped model has the same method there)."""
+        self.model.activation_checkpointing_enable(**kwargs)
+
     def gradient_checkpointing_enable(self, **kwargs):
+        """What Trainer calls before transformers 5.25 (the name is deprecated, with a FutureWarning, from 5.25)."""
         self.model.gradient_checkpointing_enable(**kwargs)
 
     def exportable(self) -> nn.Module:

@@ -20,14 +20,14 @@ ProCLIP stage 2 clamp `logit_scale` into [0, ln 100] after every optimizer step,
 
 from __future__ import annotations
 
-import argparse
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModel, AutoTokenizer, TrainingArguments, set_seed
+from transformers import AutoModel, AutoTokenizer, set_seed
 
-from ..common.cli import DataclassArgumentParser, command
+from ..common.cli import ArgumentParser, DataclassArgumentParser, command
 from ..common.errors import DataError
 from ..common.folders import validate_model_folder
 from ..export.cards import render_model_card
@@ -35,10 +35,12 @@ from ..export.folder import write_sentence_transformers_files
 from ..modeling_llm2clip import LLM2CLIPModel
 from ..modeling_proclip import ProCLIPModel
 from ..processing_llm2clip import LLM2CLIPProcessor
+from .arguments import CheckedTrainingArguments, above, at_least, check_rules, fraction
 from .collator import DISTILL_CAPTIONS, CaptionPairCollator, DistillationCollator, ImageCaptionCollator
 from .dual_tower_models import AdapterDistillationModel, CaptionContrastiveModel, EMATeacherContrastiveModel
-from .longclip_train import DataArguments, data_source, load_training_data
+from .longclip_train import INTERRUPTED, DataArguments, data_source, load_training_data
 from .losses import STRUCTURE_FORMS
+from .pretrained import check_model_folder, load_errors_in_one_line, one_line
 from .trainer import (
     WARMUP_CONVENTIONS,
     CollatorEpochCallback,
@@ -72,7 +74,9 @@ class DualTowerArguments:
     teacher_model: str | None = field(
         default=None, metadata={"help": "Stage 1 (ProCLIP): CLIP or Long-CLIP folder whose text tower is the teacher."}
     )
-    structure_loss: str = field(default="smooth_l1", metadata={"help": f"ProCLIP structure term: {STRUCTURE_FORMS}."})
+    structure_loss: str = field(
+        default="smooth_l1", metadata={"choices": STRUCTURE_FORMS, "help": "ProCLIP structure term (paper | code)."}
+    )
     distill_captions: str = field(
         default="both",
         metadata={
@@ -100,16 +104,31 @@ class DualTowerArguments:
         },
     )
 
+    def __post_init__(self):
+        check_rules(
+            self,
+            {
+                "lora_r": at_least(1),
+                "lora_alpha": above(0),
+                "lora_dropout": fraction(),
+                "simcse_scale": above(0),
+                "vision_layer_decay": (lambda value: 0 < value <= 1, "must be in (0, 1]"),
+                "ema_decay": fraction(closed_top=True),
+                "reg_weight": at_least(0),
+                "reg_reference_batch": at_least(0),
+            },
+        )
+
 
 @dataclass
-class LLM2CLIPCaptionContrastiveArguments(TrainingArguments):
+class LLM2CLIPCaptionContrastiveArguments(CheckedTrainingArguments):
     learning_rate: float = field(default=2e-4, metadata={"help": "LLM2CLIP stage 1: 2e-4."})
     num_train_epochs: float = field(default=1.0)
     remove_unused_columns: bool = field(default=False)
 
 
 @dataclass
-class LLM2CLIPContrastiveArguments(TrainingArguments):
+class LLM2CLIPContrastiveArguments(CheckedTrainingArguments):
     learning_rate: float = field(default=1e-5, metadata={"help": "LLM2CLIP stage 2: 1e-5."})
     weight_decay: float = field(default=0.05)
     max_grad_norm: float = field(default=5.0)
@@ -119,7 +138,9 @@ class LLM2CLIPContrastiveArguments(TrainingArguments):
 
 
 @dataclass
-class ProCLIPDistillationArguments(TrainingArguments):
+class ProCLIPDistillationArguments(CheckedTrainingArguments):
+    min_pairs_per_step = 1  # the instance term needs no negatives
+
     learning_rate: float = field(default=1e-5, metadata={"help": "ProCLIP stage 1: 1e-5."})
     adam_beta2: float = field(default=0.98)
     adam_epsilon: float = field(default=1e-6)
@@ -130,7 +151,7 @@ class ProCLIPDistillationArguments(TrainingArguments):
 
 
 @dataclass
-class ProCLIPContrastiveArguments(TrainingArguments):
+class ProCLIPContrastiveArguments(CheckedTrainingArguments):
     learning_rate: float = field(default=1e-5, metadata={"help": "ProCLIP stage 2: 1e-5."})
     weight_decay: float = field(default=0.05)
     num_train_epochs: float = field(default=4.0)
@@ -151,19 +172,28 @@ MODEL_CLASSES = {"llm2clip": LLM2CLIPModel, "proclip": ProCLIPModel}
 
 
 def _text_features(args: DualTowerArguments, model, processor):
+    """The feature cache, refused in one line unless it holds this very text tower's features: after LLM2CLIP stage 1
+    the text model has changed, so stage 2's cache must be extracted from stage 1's output folder."""
     if not args.text_features:
         return None
     from ..features.store import TextFeatureCache
 
-    cache = TextFeatureCache(args.text_features)
-    cache.check_model(model, processor)
+    try:
+        cache = TextFeatureCache(args.text_features)
+        cache.check_model(model, processor)
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"--text-features: {one_line(error).rstrip('.')}. The cache must be extracted from "
+            f"the folder this stage trains: longclip-extract-text-features --model {args.model_name_or_path} "
+            f"--captions ... --output {args.text_features}"
+        ) from None
     return cache
 
 
 def build_stage(family: str, stage: str, args: DualTowerArguments, model, processor, training_args):
     """(module Trainer optimizes, collator, callbacks) for one stage."""
-    if args.structure_loss not in STRUCTURE_FORMS:
-        raise DataError(f"--structure_loss must be one of {STRUCTURE_FORMS}, got {args.structure_loss!r}.")
+    if args.structure_loss not in STRUCTURE_FORMS:  # DualTowerArguments built in Python skip argparse's choices
+        raise DataError(f"--structure-loss must be one of {STRUCTURE_FORMS}, got {args.structure_loss!r}.")
     if (family, stage) == ("llm2clip", "1"):
         from peft import LoraConfig, get_peft_model
 
@@ -176,14 +206,24 @@ def build_stage(family: str, stage: str, args: DualTowerArguments, model, proces
             r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules="all-linear"
         )
         model.requires_grad_(False)
-        model.text_model = get_peft_model(model.text_model, lora)
+        with warnings.catch_warnings():  # peft still reads the name transformers 5.25 deprecated; nothing to act on
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
+            model.text_model = get_peft_model(model.text_model, lora)
         return CaptionContrastiveModel(model, args.simcse_scale), CaptionPairCollator(processor), []
     cache = _text_features(args, model, processor)
     if stage == "1":  # proclip distillation
         if not args.teacher_model:
             raise DataError("proclip-train --stage 1 needs --teacher_model (a CLIP or Long-CLIP folder).")
-        teacher = AutoModel.from_pretrained(args.teacher_model, trust_remote_code=True)
-        teacher_tokenizer = AutoTokenizer.from_pretrained(args.teacher_model)
+        check_model_folder(
+            args.teacher_model,
+            ("clip", "longclip"),
+            "--teacher-model needs a CLIP or Long-CLIP folder (its text tower is the teacher)",
+        )
+        with load_errors_in_one_line(args.teacher_model):
+            teacher = AutoModel.from_pretrained(args.teacher_model, trust_remote_code=True)
+            teacher_tokenizer = AutoTokenizer.from_pretrained(args.teacher_model)
         if teacher.config.projection_dim != model.config.projection_dim:
             raise DataError(
                 f"the teacher embeds in {teacher.config.projection_dim} dims, the ProCLIP model in {model.config.projection_dim}."
@@ -233,10 +273,20 @@ def _export(
     validate_model_folder(output)
 
 
+def load_stage_model(family: str, path: str):
+    """The folder a stage starts from, refused in one line unless it is this family's (a Long-CLIP folder would load
+    with a randomly initialised text tower and adapter)."""
+    name = {"llm2clip": "LLM2CLIP", "proclip": "ProCLIP"}[family]
+    check_model_folder(
+        path, (family,), f"{family}-train needs a converted or earlier-stage {name} folder (model_type '{family}')"
+    )
+    with load_errors_in_one_line(path):
+        return MODEL_CLASSES[family].from_pretrained(path), LLM2CLIPProcessor.from_pretrained(path)
+
+
 def train_stage(family: str, stage: str, args: DualTowerArguments, data_args: DataArguments, training_args):
     set_seed(training_args.seed)
-    model = MODEL_CLASSES[family].from_pretrained(args.model_name_or_path)
-    processor = LLM2CLIPProcessor.from_pretrained(args.model_name_or_path)
+    model, processor = load_stage_model(family, args.model_name_or_path)
     text_only = stage == "1"
     dataset = load_training_data(data_args, training_args, text_only=text_only)
     trainable, collator, callbacks = build_stage(family, stage, args, model, processor, training_args)
@@ -262,7 +312,7 @@ def train_stage(family: str, stage: str, args: DualTowerArguments, data_args: Da
 
 
 def _main(family: str, argv=None) -> int:
-    stage_parser = argparse.ArgumentParser(add_help=False)
+    stage_parser = ArgumentParser(add_help=False, prog=f"{family}-train")
     stage_parser.add_argument("--stage", choices=["1", "2"], required="-h" not in (argv or sys.argv[1:]))
     known, rest = stage_parser.parse_known_args(argv)
     stage = known.stage or "1"
@@ -275,9 +325,6 @@ def _main(family: str, argv=None) -> int:
     args, data_args, training_args = parser.parse_args_into_dataclasses(args=rest)
     train_stage(family, stage, args, data_args, training_args)
     return 0
-
-
-INTERRUPTED = "the last saved checkpoint-N in --output-dir is kept; --resume-from-checkpoint True resumes from it"
 
 
 @command(kept=INTERRUPTED)
@@ -293,4 +340,4 @@ def proclip_main(argv=None) -> int:
 if __name__ == "__main__":  # torchrun -m modeling_longclip.training.dual_tower_train {llm2clip,proclip} --stage N ...
     if len(sys.argv) < 2 or sys.argv[1] not in MODEL_CLASSES:
         raise SystemExit(f"usage: python -m {__spec__.name} {{{','.join(MODEL_CLASSES)}}} --stage {{1,2}} ...")
-    raise SystemExit(_main(sys.argv[1], sys.argv[2:]))
+    raise SystemExit({"llm2clip": llm2clip_main, "proclip": proclip_main}[sys.argv[1]](sys.argv[2:]))

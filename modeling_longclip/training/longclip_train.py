@@ -32,15 +32,21 @@ from ..export.cards import render_model_card
 from ..export.folder import write_sentence_transformers_files
 from ..modeling_longclip import LongCLIPModel
 from ..processing_longclip import LongCLIPProcessor
+from .arguments import CheckedTrainingArguments, above, at_least, check_rules, fraction
 from .collator import ImageCaptionCollator
+from .pretrained import check_model_folder, load_errors_in_one_line
 from .trainer import (
     DECAY_CONVENTIONS,
     WARMUP_CONVENTIONS,
     ContrastiveTrainer,
     FrozenRowsCallback,
-    ModelCardCallback,
     RecipeError,
     finish_distributed,
+)
+
+INTERRUPTED = (
+    "every complete checkpoint-N in --output-dir is kept (one being written is discarded); "
+    "--resume-from-checkpoint True continues from the newest"
 )
 
 
@@ -67,11 +73,26 @@ class ModelArguments:
     label_smoothing: float | None = field(default=None, metadata={"help": "Override the label smoothing."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2, ..."})
 
+    def __post_init__(self):
+        check_rules(
+            self,
+            {
+                "keep_positions": at_least(0),
+                "stretch_ratio": at_least(1),
+                "logit_scale_init": at_least(0),
+                "pca_components": at_least(1),
+                "short_caption_loss_weight": at_least(0),
+                "label_smoothing": fraction(),
+            },
+        )
+
 
 @dataclass
 class DataArguments:
     train_file: str | None = field(default=None, metadata={"help": "JSON lines / JSON / CSV, or the ShareGPT4V json."})
-    dataset_format: str = field(default="auto", metadata={"help": f"One of {DATASET_FORMATS}."})
+    dataset_format: str = field(
+        default="auto", metadata={"choices": DATASET_FORMATS, "help": "auto: by the file's suffix."}
+    )
     train_dir: str | None = field(default=None, metadata={"help": "An imagefolder with metadata.jsonl."})
     train_shards: str | None = field(
         default=None, metadata={"help": 'Webdataset shards, e.g. "data/{00000..00099}.tar".'}
@@ -84,10 +105,13 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N examples."})
 
+    def __post_init__(self):
+        check_rules(self, {"max_train_samples": above(0)})
+
 
 @dataclass
-class LongCLIPTrainingArguments(TrainingArguments):
-    """TrainingArguments with the Long-CLIP authors' defaults."""
+class LongCLIPTrainingArguments(CheckedTrainingArguments):
+    """TrainingArguments with the Long-CLIP authors' defaults, checked at parse time (arguments.py)."""
 
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate (authors: 1e-6)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (authors: 0.01)."})
@@ -115,21 +139,36 @@ class LongCLIPTrainingArguments(TrainingArguments):
 
 
 def build_model_and_processor(args: ModelArguments):
+    path = args.model_name_or_path
     if args.stretch_from_clip:
-        clip = CLIPModel.from_pretrained(args.model_name_or_path, attn_implementation=args.attn_implementation)
+        check_model_folder(
+            path,
+            ("clip",),
+            "--stretch-from-clip needs a stock CLIP folder (model_type 'clip'; drop the flag for a "
+            "converted Long-CLIP one)",
+        )
+        with load_errors_in_one_line(path):
+            clip = CLIPModel.from_pretrained(path, attn_implementation=args.attn_implementation)
+            clip_processor = CLIPProcessor.from_pretrained(path)  # without torchvision on every 5.x
         model = LongCLIPModel.from_clip(
             clip, keep=args.keep_positions, ratio=args.stretch_ratio, exact_fp16=args.exact_fp16
         )
         model.logit_scale.data.fill_(args.logit_scale_init)
         model.config.logit_scale_init_value = args.logit_scale_init
-        clip_processor = CLIPProcessor.from_pretrained(args.model_name_or_path)  # without torchvision on every 5.x
         tokenizer = clip_processor.tokenizer
         tokenizer.model_max_length = model.config.text_config.max_position_embeddings
         processor = LongCLIPProcessor(clip_processor.image_processor, tokenizer)
     else:
+        check_model_folder(
+            path,
+            ("longclip",),
+            "longclip-train needs a converted Long-CLIP folder (model_type 'longclip'), or a "
+            "stock CLIP one with --stretch-from-clip",
+        )
         kwargs = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
-        model = LongCLIPModel.from_pretrained(args.model_name_or_path, **kwargs)
-        processor = LongCLIPProcessor.from_pretrained(args.model_name_or_path)
+        with load_errors_in_one_line(path):
+            model = LongCLIPModel.from_pretrained(path, **kwargs)
+            processor = LongCLIPProcessor.from_pretrained(path)
     for name in ("pca_components", "short_caption_loss_weight", "label_smoothing"):
         if getattr(args, name) is not None:
             setattr(model.config, name, getattr(args, name))
@@ -143,8 +182,8 @@ def data_source(args: DataArguments) -> str | None:
 
 def load_training_data(args: DataArguments, training_args: TrainingArguments, text_only: bool = False):
     """The training rows for `args`; `text_only` stages read caption files without an image column."""
-    if args.dataset_format not in DATASET_FORMATS:
-        raise DataError(f"--dataset_format must be one of {DATASET_FORMATS}, got {args.dataset_format!r}.")
+    if args.dataset_format not in DATASET_FORMATS:  # DataArguments built in Python skip argparse's choices
+        raise DataError(f"--dataset-format must be one of {DATASET_FORMATS}, got {args.dataset_format!r}.")
     if args.train_shards:
         if training_args.max_steps <= 0:
             raise DataError("webdataset shards are streamed: give the run length with --max_steps.")
@@ -212,9 +251,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
         train_dataset=dataset,
         data_collator=collator,
         processing_class=processor,
-        callbacks=[ModelCardCallback(render_card), FrozenRowsCallback()],
+        callbacks=[FrozenRowsCallback()],
         decay_convention=training_args.decay_convention,
         warmup_convention=training_args.warmup_convention,
+        checkpoint_card=render_card,
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
@@ -230,7 +270,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: L
     return trainer, result
 
 
-@command(kept="the last saved checkpoint-N in --output-dir is kept; --resume-from-checkpoint True resumes from it")
+@command(kept=INTERRUPTED)
 def main(argv=None) -> int:
     parser = DataclassArgumentParser((ModelArguments, DataArguments, LongCLIPTrainingArguments), prog="longclip-train")
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)

@@ -4,6 +4,10 @@ The loss comes from `model(**batch, return_loss=True)` (which gathers negatives 
 collator skipped (its `skips` counts) are summed over processes into the logs; every checkpoint gets a model card so
 it is Hub-ready like a converted folder.
 
+Checkpoints are written atomically: Trainer's own `_save_checkpoint` writes into `tmp-checkpoint-N` (every process its
+part), which is renamed to `checkpoint-N` once complete. An interrupt (Ctrl-C, SIGTERM, a killed job) therefore never
+leaves a `checkpoint-N` that cannot be resumed; the newest `checkpoint-N` is always the one to resume from.
+
 What surrounds the loss follows the authors where a recipe says so (see `decay_convention` / `warmup_convention`):
 Long-CLIP's train.py builds one AdamW group over every parameter and sets lr x (k + 1) / warmup before step k;
 transformers' convention leaves biases, LayerNorms (and here the position tables and `logit_scale`) undecayed and
@@ -16,16 +20,21 @@ import functools
 import gc
 import logging
 import math
+import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..common.errors import LongCLIPError
 from ..export.folder import write_sentence_transformers_files
 from ..modeling_longclip import PartiallyFrozenEmbedding
+from .arguments import STAGING_PREFIX, TRAINER_STATE, last_complete_checkpoint
 from .collator import SKIP_REASONS
 
 logger = logging.getLogger(__name__)
@@ -57,7 +66,9 @@ def authors_warmup(step: int, warmup: int, after) -> float:
 class ContrastiveTrainer(Trainer):
     """decay_convention: "trainer" (transformers: no decay on biases, LayerNorms, position tables, logit_scale) or
     "authors" (one group, every trainable tensor decayed; pair it with FrozenRowsCallback so decoupled decay cannot
-    shrink frozen rows). warmup_convention: "transformers" (factor k / warmup) or "authors" ((k + 1) / warmup)."""
+    shrink frozen rows). warmup_convention: "transformers" (factor k / warmup) or "authors" ((k + 1) / warmup).
+    checkpoint_card: step -> README.md text, written with the sentence-transformers files into every checkpoint
+    before it is renamed into place (so each checkpoint is a complete, Hub-ready model folder)."""
 
     def __init__(
         self,
@@ -65,6 +76,7 @@ class ContrastiveTrainer(Trainer):
         vision_layer_decay: float | None = None,
         decay_convention: str = "trainer",
         warmup_convention: str = "transformers",
+        checkpoint_card: Callable[[int], str] | None = None,
         **kwargs,
     ):
         if decay_convention not in DECAY_CONVENTIONS:
@@ -76,6 +88,81 @@ class ContrastiveTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.vision_layer_decay = vision_layer_decay
         self.decay_convention, self.warmup_convention = decay_convention, warmup_convention
+        self.checkpoint_card = checkpoint_card
+        self._staging_run_dir: str | None = None
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """Trainer's loop. `True` resumes from the newest COMPLETE checkpoint; leftovers of an interrupted save are
+        removed; with `overwrite_output_dir` (and no resume) the folder's earlier checkpoints go first, so the
+        checkpoints of two runs never mix."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise RecipeError(f"{self.args.output_dir} holds no complete checkpoint-N folder to resume from.")
+            resume_from_checkpoint = str(resume_from_checkpoint)
+        if self.args.should_save and Path(self.args.output_dir).is_dir():
+            output = Path(self.args.output_dir)
+            stale = list(output.glob(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-*"))
+            if not resume_from_checkpoint and getattr(self.args, "overwrite_output_dir", False):
+                stale += [path for path in output.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if path.is_dir()]
+            for path in stale:
+                shutil.rmtree(path, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: close the progress bar, so the command's last line is its own
+            for callback in self.callback_handler.callbacks:
+                if getattr(callback, "training_bar", None) is not None:
+                    callback.training_bar.close()
+                    callback.training_bar = None
+            raise
+
+    def _get_output_dir(self, trial) -> str:
+        return self._staging_run_dir or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint, written into `tmp-checkpoint-N/checkpoint-N` by every process, completed with the
+        model card, then renamed to `checkpoint-N` by the process that saves; checkpoint rotation runs after."""
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging, final = run_dir / f"{STAGING_PREFIX}{name}", run_dir / name
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # a leftover of a save that was killed at this very step
+        self.accelerator.wait_for_everyone()
+        self._staging_run_dir = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)  # its rotation runs inside the staging folder: a no-op
+            self.accelerator.wait_for_everyone()  # every process's part (RNG states, shards) is written
+            if self.args.should_save:
+                self._complete_checkpoint(staging / name)
+                if final.exists():  # saved again at the same step (a resumed run): the new one replaces it
+                    os.replace(final, staging / "replaced")
+                os.replace(staging / name, final)
+                shutil.rmtree(staging)
+                if self.state.best_model_checkpoint == str(staging / name):
+                    self.state.best_model_checkpoint = str(final)
+                    self.state.save_to_json(str(final / TRAINER_STATE))
+        except BaseException:
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            self._staging_run_dir = None
+        if self.args.should_save:
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _complete_checkpoint(self, folder: Path) -> None:
+        if self.checkpoint_card is None:
+            return
+        (folder / "README.md").write_text(self.checkpoint_card(self.state.global_step), encoding="utf-8")
+        if self.processing_class is not None:
+            write_sentence_transformers_files(folder, _unwrapped(self.model), self.processing_class)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """Trainer's schedule; with the authors' warmup convention every warmup step k runs at lr x (k + 1) / warmup
@@ -155,22 +242,6 @@ def finish_distributed(trainer) -> None:
     trainer.accelerator.free_memory()  # drops the accelerator's references to the wrapped model and optimizer
     gc.collect()
     trainer.accelerator.end_training()
-
-
-class ModelCardCallback(TrainerCallback):
-    """Writes README.md and the sentence-transformers files into every checkpoint folder (the caller writes them
-    into the final folder), so each checkpoint is a complete, Hub-ready model folder."""
-
-    def __init__(self, render_card):
-        self.render_card = render_card
-
-    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                (folder / "README.md").write_text(self.render_card(state.global_step), encoding="utf-8")
-                if model is not None and processing_class is not None:
-                    write_sentence_transformers_files(folder, _unwrapped(model), processing_class)
 
 
 def _unwrapped(model):
