@@ -1,13 +1,19 @@
 """The LLM text tower of LLM2CLIP / ProCLIP in 8 and 4 bits (common/quantization.py): only the text tower is quantized
 (the image tower, projection and adapter keep their weights bit for bit), the features stay close to full precision,
 a feature cache made with a quantized tower belongs to the same model, and a backend that is missing or cannot run is
-refused in one line naming what to install. torchao runs here; bitsandbytes only where it is installed."""
+refused in one line naming what to install. The backends' tests run where torchao / bitsandbytes are installed: in the
+suite's own environment they are not (torchao slows every transformers import), so the last test runs this file again
+in scripts/quantization_venv.sh's virtualenv (LONGCLIP_QUANTIZATION_PYTHON, set by scripts/test.sh)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
+from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,7 +35,9 @@ from modeling_longclip.common.quantization import (
     text_tower_quantization_config,
 )
 from modeling_longclip.converters.llm2clip import convert_llm2clip
+from modeling_longclip.features.extraction import check_compute_dtype
 from modeling_longclip.features.fingerprint import model_fingerprint
+from modeling_longclip.features.store import FeatureCacheError
 
 TEXTS = [
     "a red car parked next to a green tree",
@@ -215,6 +223,24 @@ def test_extraction_command_with_a_quantized_tower(folder, full_precision, tmp_p
     with torch.no_grad():
         expected = reference.encode_llm(**inputs)
     assert F.cosine_similarity(rows, expected).min() > 0.999  # rows in the order the captions came
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"caption": "a lighthouse"}) + "\n")
+    args[3] = str(more)  # the cache is continued only by a tower quantized the same way
+    assert cli.main([*args, "--device", "cpu", "--no-progress"]) == 2
+    assert cli.main([*args, "--quantize", "8bit", "--device", "cpu", "--no-progress"]) == 0
+    assert len(json.loads((tmp_path / "cache" / "index.json").read_text())["keys"]) == len(TEXTS) + 1
+
+
+def test_a_cache_holds_the_rows_of_one_quantization(tmp_path):
+    index = {"keys": {"a": 0}, "compute_dtype": "float32, text tower torchao Int8WeightOnlyConfig"}
+    check_compute_dtype(tmp_path, index, "float32, text tower torchao Int8WeightOnlyConfig")
+    check_compute_dtype(tmp_path, index, "float32", check_quantization=False)  # before the model loads: dtype only
+    with pytest.raises(
+        FeatureCacheError, match="with the text tower torchao Int8WeightOnlyConfig, this run's is in full"
+    ):
+        check_compute_dtype(tmp_path, index, "float32")
+    with pytest.raises(FeatureCacheError, match="computed in float32, this run would compute in bfloat16"):
+        check_compute_dtype(tmp_path, index, "bfloat16, text tower torchao Int8WeightOnlyConfig")
 
 
 def test_extraction_refusals_write_nothing(folder, tmp_path, monkeypatch):
@@ -248,3 +274,22 @@ def test_missing_bitsandbytes_from_the_command_line(folder, tmp_path):
         "error: --quantize 4bit (bitsandbytes) needs the bitsandbytes package: pip install bitsandbytes"
     )
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.skipif(find_spec("torchao") is not None, reason="torchao is installed here: the tests above ran with it")
+def test_the_backend_tests_pass_where_the_backends_are_installed():
+    python = os.environ.get("LONGCLIP_QUANTIZATION_PYTHON")
+    if not python:
+        pytest.skip("LONGCLIP_QUANTIZATION_PYTHON is not set (scripts/test.sh builds that virtualenv and sets it)")
+    run = subprocess.run(
+        [python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__],
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
+    # there, only the tests that need a backend to be missing are skipped
+    assert all("is installed here" in line for line in skipped), skipped
