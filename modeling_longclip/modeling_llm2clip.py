@@ -180,6 +180,13 @@ class LLM2CLIPModel(EmbeddingMixin, LLM2CLIPPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The LLM's token embeddings (transformers' quantizers and embedding resizing ask the model for them)."""
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
+
     # -- loading a text tower kept outside the folder -------------------------------------------------------------
 
     @classmethod

@@ -49,3 +49,35 @@ def test_eva02_vs_clip_smoke_run(tmp_path):
         r["images_per_second"] > 0 for r in report["results"]
     )
     assert "| tiny | EVA02VisionModel (modeling_longclip) | sdpa | 2 |" in stdout
+
+
+def test_cpu_peers_smoke_run_checks_equality_before_timing(tmp_path):
+    stdout = run_script("cpu_peers.py", "--smoke", "--json", str(tmp_path / "cpu.json"))
+    report = json.loads((tmp_path / "cpu.json").read_text())
+    peers = {(r["section"], r["peer"].split(" (")[0]) for r in report["results"]}
+    for section in ("image", "text"):
+        expected = {"modeling_longclip", "stock CLIPModel", "open_clip", "ONNX Runtime fp32", "ONNX Runtime int8"}
+        assert {peer for s, peer in peers if s == section} == expected
+    for row in report["results"]:  # every float32 peer computed this package's embeddings; int8 stays close
+        assert row["median"] > 0 and row["low"] <= row["median"] <= row["high"]
+        limit = 0.99 if "int8" in row["peer"] else 1 - 1e-6
+        assert row["agreement"]["min_cosine"] >= limit, row
+    targets = "\n".join(report["targets"])
+    for target in ("text vs stock CLIPModel padded to 248", "ONNX int8 image vs PyTorch fp32", "image vs open_clip"):
+        assert f"tiny: {target}" in targets
+    assert "| image | tiny | ONNX Runtime int8 (dynamic) |" in stdout
+
+
+def test_quantization_smoke_run_reports_every_path(tmp_path):
+    stdout = run_script("quantization.py", "--smoke", "--json", str(tmp_path / "quant.json"))
+    report = json.loads((tmp_path / "quant.json").read_text())
+    rows = {(r["section"], r["path"]): r for r in report["results"]}
+    reference = rows[("minilm", "float32 (reference)")]
+    assert reference["cosine_pooled"][0] > 0.9999 and reference["text_to_text"] == [1.0, 1.0]
+    for (section, path), row in rows.items():  # measured, or the one-line refusal naming what to install
+        assert row["speed"] or row["note"].startswith(("not run: ", "skipped: ")), (section, path)
+        if row["note"].startswith("not run: "):
+            assert "pip install" in row["note"]
+    assert rows[("onnx", "text graph int8 (dynamic)")]["cosine_features"][0] > 0.95  # real MiniLM weights
+    assert rows[("onnx", "vision graph int8 (dynamic)")]["cosine_features"][0] > 0.99
+    assert "| minilm | bfloat16 |" in stdout

@@ -39,17 +39,21 @@ def check_model_folder(model_dir: str | Path) -> Path:
     return model_dir
 
 
-def load_model_folder(model_dir: str | Path, device: str | None = None, dual_encoder: bool = True, **kwargs):
+def load_model_folder(
+    model_dir: str | Path, device: str | None = None, dual_encoder: bool = True, model_class=None, **kwargs
+):
     """(model in eval mode on `device`, processor) from a saved folder, remote code allowed; `kwargs` go to
-    `AutoModel.from_pretrained` (dtype, quantization_config, ...). With `dual_encoder`, a model without
-    `get_text_features` / `get_image_features` is refused."""
+    `AutoModel.from_pretrained` (dtype, quantization_config, ...), or to `model_class.from_pretrained` when a class
+    is given. With `dual_encoder`, a model without `get_text_features` / `get_image_features` is refused."""
     from safetensors import SafetensorError
     from transformers import AutoModel, AutoProcessor
 
     model_dir = check_model_folder(model_dir)
     device = resolve_device(device)
+    if model_class is None:
+        model_class, kwargs = AutoModel, {"trust_remote_code": True, **kwargs}
     try:
-        model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=True, **kwargs).eval()
+        model = model_class.from_pretrained(str(model_dir), **kwargs).eval()
         processor = AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=True)
     except (OSError, ValueError, SafetensorError) as error:  # unreadable weights or tokenizer, unknown model_type
         detail = " ".join(str(error).split())

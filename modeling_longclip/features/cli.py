@@ -18,6 +18,7 @@ import torch
 from ..common.cli import ArgumentParser, command
 from ..common.errors import DataError
 from ..common.loading import check_model_folder, load_model_folder, resolve_device
+from ..common.quantization import BACKENDS, BITS, load_quantized_model
 from .caption_sources import iter_captions
 from .extraction import DTYPES, check_compute_dtype, run_extraction
 from .fingerprint import text_tower
@@ -58,23 +59,48 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="text tower dtype (auto: bfloat16 on CUDA, float32 on CPU)",
     )
+    parser.add_argument(
+        "--quantize",
+        choices=BITS,
+        help="load the LLM text tower in 8 or 4 bits (the adapter and image tower stay in --dtype): bitsandbytes on "
+        "CUDA and for 4bit, torchao int8 weight-only for 8bit on a CPU; see --quantization-backend",
+    )
+    parser.add_argument(
+        "--quantization-backend",
+        choices=BACKENDS,
+        default="auto",
+        help="who quantizes (default: %(default)s, as described for --quantize)",
+    )
     parser.add_argument("--storage-dtype", choices=tuple(DTYPES), default="float32", help="dtype of the stored rows")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache already in --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def load_model(model_dir: Path, device: str, dtype: torch.dtype, progress: bool = True):
+def load_model(
+    model_dir: Path,
+    device: str,
+    dtype: torch.dtype,
+    progress: bool = True,
+    quantize: str | None = None,
+    backend: str = "auto",
+):
     """AutoModel + AutoProcessor (remote code) in eval mode through the tools' one loader (`load_model_folder`: a
-    missing folder, truncated weights or an unreadable tokenizer is one line), the text tower on `device`, in `dtype`.
+    missing folder, truncated weights or an unreadable tokenizer is one line), the text tower on `device`, in `dtype`;
+    with `quantize`, the text tower in 8 or 4 bits (common/quantization.py), the whole model placed on `device`.
     """
     from transformers.utils import logging as transformers_logging
 
     bars = transformers_logging.is_progress_bar_enabled()
     if not progress:
         transformers_logging.disable_progress_bar()
-    try:  # loaded on the CPU: only the text tower runs, so only it moves to `device`
-        model, processor = load_model_folder(model_dir, device="cpu", dual_encoder=False, dtype=dtype)
+    try:
+        if quantize:  # placed on `device` as it loads
+            model, processor = load_quantized_model(
+                model_dir, quantize, device, backend, dtype=dtype, dual_encoder=False
+            )
+        else:  # loaded on the CPU: only the text tower runs, so only it moves to `device`
+            model, processor = load_model_folder(model_dir, device="cpu", dual_encoder=False, dtype=dtype)
     finally:
         if bars:
             transformers_logging.enable_progress_bar()
@@ -82,7 +108,8 @@ def load_model(model_dir: Path, device: str, dtype: torch.dtype, progress: bool 
         raise DataError(
             f"{model_dir}: a {type(model).__name__} has no encode_llm; the cache is for LLM2CLIP / ProCLIP."
         )
-    text_tower(model).to(device)
+    if not quantize:
+        text_tower(model).to(device)
     return model, processor
 
 
@@ -106,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     if output.is_dir() and not args.overwrite:
         index = read_index(output)  # an unreadable index, or one made in another dtype, fails before the weights load
         if index is not None:
-            check_compute_dtype(output, index, str(dtype).removeprefix("torch."))
-    model, processor = load_model(model_dir, device, dtype, progress=not args.no_progress)
+            check_compute_dtype(output, index, str(dtype).removeprefix("torch."), check_quantization=False)
+    model, processor = load_model(
+        model_dir, device, dtype, not args.no_progress, args.quantize, args.quantization_backend
+    )
     stats = run_extraction(
         model,
         processor,

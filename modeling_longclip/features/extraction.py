@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..common.files import atomic_write
+from ..common.quantization import describe_quantization, is_quantized
 from ..embedding import encode_in_length_order
 from .fingerprint import describe_differences, fingerprint_differences, model_fingerprint, text_tower
 from .store import (
@@ -99,15 +100,31 @@ def cached_compute_dtype(output_dir: Path, index: dict) -> str | None:
     return None
 
 
-def check_compute_dtype(output_dir: Path, index: dict, dtype_name: str) -> None:
-    """Rows computed in bfloat16 and rows computed in float32 differ by ~1e-2: one cache holds one of them."""
+QUANTIZED_TOWER = ", text tower "  # joins the compute dtype and a quantized tower's description in the index
+
+
+def check_compute_dtype(output_dir: Path, index: dict, dtype_name: str, check_quantization: bool = True) -> None:
+    """Rows computed in bfloat16 and rows computed in float32 differ by ~1e-2, rows of an 8- or 4-bit text tower by
+    more: one cache holds rows of one of them. `dtype_name` may carry the tower's quantization after
+    `QUANTIZED_TOWER`; without `check_quantization` (before the model is loaded) only the dtypes are compared."""
     cached = cached_compute_dtype(output_dir, index) if index.get("keys") else None
-    if cached is not None and cached != dtype_name:
+    if cached is None or cached == dtype_name:
+        return
+    cached_dtype, _, cached_tower = cached.partition(QUANTIZED_TOWER)
+    dtype, _, tower = dtype_name.partition(QUANTIZED_TOWER)
+    count = len(index["keys"])
+    if cached_dtype != dtype:
         raise FeatureCacheError(
-            f"{output_dir}: its {len(index['keys'])} cached captions were computed in {cached}, this run would compute "
-            f"in {dtype_name} (--dtype auto picks bfloat16 on CUDA, float32 on the CPU); pass --dtype {cached} "
-            f"(dtype={cached!r}) to continue it, or --overwrite (overwrite=True) to compute every row again in "
-            f"{dtype_name}."
+            f"{output_dir}: its {count} cached captions were computed in {cached_dtype}, this run would compute "
+            f"in {dtype} (--dtype auto picks bfloat16 on CUDA, float32 on the CPU); pass --dtype {cached_dtype} "
+            f"(dtype={cached_dtype!r}) to continue it, or --overwrite (overwrite=True) to compute every row again in "
+            f"{dtype}."
+        )
+    if check_quantization and cached_tower != tower:
+        raise FeatureCacheError(
+            f"{output_dir}: its {count} cached captions were computed with the text tower "
+            f"{cached_tower or 'in full precision'}, this run's is {tower or 'in full precision'}; load it as the cache "
+            "was made (--quantize) to continue it, or --overwrite (overwrite=True) to compute every row again."
         )
 
 
@@ -148,6 +165,8 @@ def run_extraction(
         "torch.", ""
     )
 
+    if is_quantized(model):  # same fingerprint as its full-precision tower (fingerprint.text_weights_hash), other rows
+        dtype_name += QUANTIZED_TOWER + describe_quantization(model.config.quantization_config)
     fingerprint = model_fingerprint(model, processor)
     index = read_index(output_dir)
     if index is None:

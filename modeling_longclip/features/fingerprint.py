@@ -11,6 +11,8 @@ import json
 
 import torch
 
+from ..common.quantization import checkpoint_text_tensors, is_quantized
+
 # Recorded in the index for people reading it, but not compared: a copied or moved model folder is the same model.
 INFORMATIONAL_FIELDS = frozenset({"name_or_path"})
 HASH_CHUNK = 1 << 24  # elements per host copy while hashing weights
@@ -29,10 +31,16 @@ def text_weights_hash(model) -> str:
 
     Casting to bfloat16 first makes the hash the same whether the weights were loaded in bfloat16 or float32 (for a
     bfloat16 checkpoint the two hold the same values; for a float32 checkpoint both round to the same bfloat16), and
-    on any device, so features extracted in bf16 on a GPU are recognised by a float32 model on the CPU.
+    on any device, so features extracted in bf16 on a GPU are recognised by a float32 model on the CPU. A text tower
+    quantized on load (`--quantize`) is hashed from the full-precision weights in its folder, which it approximates
+    the way a bf16 run approximates a float32 one: its features stand for the same model.
     """
+    if is_quantized(model):
+        tensors = checkpoint_text_tensors(model.name_or_path)
+    else:
+        tensors = sorted(text_tower(model).state_dict().items())
     digest = hashlib.sha256()
-    for name, tensor in sorted(text_tower(model).state_dict().items()):
+    for name, tensor in tensors:
         tensor = tensor.detach()
         kind = "float" if tensor.is_floating_point() else str(tensor.dtype)
         digest.update(f"{name}\t{tuple(tensor.shape)}\t{kind}\n".encode())
