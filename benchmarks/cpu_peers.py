@@ -44,12 +44,13 @@ from peers import (
     environment,
     in_order_batches,
     length_batches,
+    open_clip_towers,
     padding_mask,
 )
 
 from modeling_longclip.converters.open_clip_modules import import_open_clip_modules
-from modeling_longclip.converters.openai_clip import BLOCK_KEYS, hf_vision_to_openai
 from modeling_longclip.export.onnx import ImageFeatures, TextFeatures, _export, quantize_graph
+from modeling_longclip.export.open_clip import open_clip_state_dict
 
 FP32_TOLERANCE = 1e-4
 
@@ -83,50 +84,17 @@ class Row:
     agreement: dict = field(default_factory=dict)
 
 
-def open_clip_towers(model, shape: str):
-    """open_clip's text and vision towers (context 248, QuickGELU) holding `model`'s weights in the original
-    layout: fused in_proj, `proj` / `text_projection` as x @ W."""
+def open_clip_towers_holding(model, shape: str):
+    """(text, vision): open_clip's towers (context 248, QuickGELU) holding `model`'s weights in the original layout,
+    mapped by the open_clip export (`open_clip_state_dict`: fused in_proj, projections as x @ W)."""
     transformer, _ = import_open_clip_modules()
-    spec, state = CLIP_SHAPES[shape], model.state_dict()
-    vision, text = spec["vision"], spec["text"]
-    vision_tower = transformer.VisionTransformer(
-        image_size=vision["image_size"],
-        patch_size=vision["patch_size"],
-        width=vision["hidden_size"],
-        heads=vision["num_attention_heads"],
-        layers=vision["num_hidden_layers"],
-        mlp_ratio=vision["intermediate_size"] / vision["hidden_size"],
-        output_dim=spec["projection_dim"],
-        act_layer=transformer.QuickGELU,
-    )
-    visual = hf_vision_to_openai(state, vision["num_hidden_layers"])
-    visual = {k[len("visual.") :]: v for k, v in visual.items()}
-    visual["proj"] = state["visual_projection.weight"].t()
-    vision_tower.load_state_dict(visual, strict=True)
-    text_tower = transformer.TextTransformer(
-        context_length=CONTEXT,
-        vocab_size=state["text_model.embeddings.token_embedding.weight"].shape[0],
-        width=text["hidden_size"],
-        heads=text["num_attention_heads"],
-        layers=text["num_hidden_layers"],
-        mlp_ratio=text["intermediate_size"] / text["hidden_size"],
-        output_dim=spec["projection_dim"],
-        act_layer=transformer.QuickGELU,
-    )
-    weights = {
-        "token_embedding.weight": state["text_model.embeddings.token_embedding.weight"],
-        "positional_embedding": state["text_model.embeddings.position_embedding.weight"],
-        "ln_final.weight": state["text_model.final_layer_norm.weight"],
-        "ln_final.bias": state["text_model.final_layer_norm.bias"],
-        "text_projection": state["text_projection.weight"].t(),
-    }
-    for i in range(text["num_hidden_layers"]):
-        s, t = f"text_model.encoder.layers.{i}.", f"transformer.resblocks.{i}."
-        for kind in ("weight", "bias"):
-            weights[f"{t}attn.in_proj_{kind}"] = torch.cat([state[f"{s}self_attn.{n}_proj.{kind}"] for n in "qkv"])
-        weights.update({f"{t}{openai}": state[f"{s}{hf}"] for openai, hf in BLOCK_KEYS})
-    text_tower.load_state_dict({k: v.contiguous() for k, v in weights.items()}, strict=True)
-    return text_tower.eval(), vision_tower.eval()
+    state = open_clip_state_dict(model)
+    towers = open_clip_towers(transformer, shape, vocab_size=state["token_embedding.weight"].shape[0])
+    visual = {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
+    towers["vision"].load_state_dict(visual, strict=True)
+    text = {k: v for k, v in state.items() if not k.startswith("visual.") and k != "logit_scale"}
+    towers["text"].load_state_dict(text, strict=True)
+    return towers["text"].eval(), towers["vision"].eval()
 
 
 def onnx_sessions(model, shape: str, folder: Path, threads: int) -> dict[str, dict]:
@@ -370,7 +338,7 @@ def main(argv=None) -> int:
     for shape in shapes:
         ours, stock = clip_models(shape, settings)
         ours, stock = ours.eval(), stock.eval()
-        text_tower, vision_tower = open_clip_towers(ours, shape)
+        text_tower, vision_tower = open_clip_towers_holding(ours, shape)
         with tempfile.TemporaryDirectory() as folder:
             sessions = onnx_sessions(ours, shape, Path(folder), settings.threads)
             if "image" in args.sections:

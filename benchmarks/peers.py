@@ -255,23 +255,16 @@ def clip_models(shape: str, settings: Settings) -> tuple[LongCLIPModel, CLIPMode
     return ours.to(settings.device), stock.to(settings.device)
 
 
-def open_clip_model(shape: str, settings: Settings):
-    """open_clip towers of the same shape, context 248 (random weights), or None when open_clip is not installed."""
-    from modeling_longclip.converters.open_clip_modules import import_open_clip_modules
-
-    try:
-        transformer, _ = import_open_clip_modules()
-    except ImportError as error:
-        NOTES.add(f"open_clip peer skipped: {error}")
-        return None
+def open_clip_towers(transformer, shape: str, vocab_size: int = 49408) -> torch.nn.ModuleDict:
+    """open_clip's text and vision towers of `shape` as Long-CLIP sets them up (context 248, QuickGELU), random
+    weights; `transformer` is open_clip's transformer module."""
     spec = CLIP_SHAPES[shape]
     vision, text = spec["vision"], spec["text"]
-    torch.manual_seed(settings.seed)
-    towers = torch.nn.ModuleDict(
+    return torch.nn.ModuleDict(
         {
             "text": transformer.TextTransformer(
                 context_length=CONTEXT,
-                vocab_size=49408,
+                vocab_size=vocab_size,
                 width=text["hidden_size"],
                 heads=text["num_attention_heads"],
                 layers=text["num_hidden_layers"],
@@ -291,6 +284,19 @@ def open_clip_model(shape: str, settings: Settings):
             ),
         }
     )
+
+
+def open_clip_model(shape: str, settings: Settings):
+    """open_clip towers of the same shape, context 248 (random weights), or None when open_clip is not installed."""
+    from modeling_longclip.converters.open_clip_modules import import_open_clip_modules
+
+    try:
+        transformer, _ = import_open_clip_modules()
+    except ImportError as error:
+        NOTES.add(f"open_clip peer skipped: {error}")
+        return None
+    torch.manual_seed(settings.seed)
+    towers = open_clip_towers(transformer, shape)
     towers.logit_scale = torch.nn.Parameter(torch.tensor(math.log(100.0)))
     return towers.to(settings.device)
 
