@@ -276,6 +276,24 @@ def test_missing_bitsandbytes_from_the_command_line(folder, tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+def test_the_readme_quantized_extraction_runs_as_written(folder, tmp_path, monkeypatch):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install bitsandbytes)")
+    from test_readme_commands import QUANTIZED_TOWER, as_written, readme_commands
+
+    from modeling_longclip.features import cli
+
+    complete = [c for c in readme_commands() if QUANTIZED_TOWER.search(c) and "..." not in c]
+    assert complete, "the README shows no complete --quantize command"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "LLM2CLIP-L-336-hf").symlink_to(folder)
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"caption": t}) + "\n" for t in TEXTS))
+    for command in complete:
+        words = as_written(command)
+        assert words[0] == "longclip-extract-text-features", command
+        assert cli.main([*words[1:], "--no-progress"]) == 0, command
+    assert len(json.loads((tmp_path / "features" / "index.json").read_text())["keys"]) == len(TEXTS)
+
+
 @pytest.mark.skipif(find_spec("torchao") is not None, reason="torchao is installed here: the tests above ran with it")
 def test_the_backend_tests_pass_where_the_backends_are_installed():
     python = os.environ.get("LONGCLIP_QUANTIZATION_PYTHON")

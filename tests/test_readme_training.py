@@ -32,6 +32,7 @@ NOT_RUN = {  # a word of the command -> why the suite does not run it
     "accelerate": "the same DDP job as the torchrun line before it (one multi-process run per suite)",
     "--deepspeed": "DeepSpeed is not among the test dependencies and shards across GPUs",
     "--fsdp": "FSDP shards across GPUs",
+    "modeling_longclip.search": "multi-process photo indexing, not training (tests/test_search_multiprocess.py runs it)",
 }
 SHORT = "--max_steps 2 --per_device_train_batch_size 4 --logging_steps 1 --report_to none --dataloader_num_workers 0"
 
