@@ -9,13 +9,14 @@ Where things live (each room imports only the rooms above it in this list; tests
   `tokenization_*`, `image_processing_*` and the flat siblings they import (`contrastive`, `embedding`,
   `processing_options`, `transformers_compat`). Converters copy exactly these files into every model folder, so
   they import only torch, transformers and each other.
-- `common/`: the shared low layer: errors, atomic writes, image opening, caption tables, folder validation, the
-  command-line rule, module paths that moved.
+- `common/`: the shared low layer: errors, atomic writes, image opening, caption tables, loading a model folder
+  (also with its LLM text tower in 8 / 4 bits), the command-line rule, module paths that moved.
 - `export/`: the folder writer, model cards, Hub upload, ONNX graphs, 248-position text encoders for diffusers.
 - `converters/`, `evaluation/`, `features/`: the authors' checkpoints -> folders (with independent references);
   benchmarks and metrics (`longclip-eval`); the LLM text-feature cache (`longclip-extract-text-features`).
 - `training/`: `Trainer` glue and the training commands (`longclip-train`, `llm2clip-train`, `proclip-train`).
-- `demo/`: the embedded default jobs (`python -m modeling_longclip.demo`).
+- `search/`: long-text photo search (`longclip-search index / query / ann / info / serve`, `PhotoIndex`).
+- `demo/`: the embedded default jobs (`python -m modeling_longclip.demo`), photo search included.
 - `cli/`: the `longclip` command, whose subcommands are the commands above.
 """
 
