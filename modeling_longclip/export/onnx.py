@@ -8,8 +8,8 @@ must agree with PyTorch within the tolerance; otherwise nothing is written. Not 
 
 `--quantize int8` also writes text_model_int8.onnx and vision_model_int8.onnx beside them: onnxruntime's dynamic
 quantization (int8 weights per output channel, activations quantized per batch at run time), about a quarter of the
-size. They are run on
-the same check inputs and kept only when every embedding's cosine to PyTorch's float32 one reaches `--min-cosine`.
+size. They are run on the same check inputs and kept only when every embedding's cosine to PyTorch's float32 one
+reaches `--min-cosine`.
 """
 
 from __future__ import annotations
