@@ -15,7 +15,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from ..common.files import atomic_write
-from .report import ACCURACY_KS, RETRIEVAL_KS, long_text_notes, markdown_path
+from ..common.result_tables import ACCURACY_KS, RETRIEVAL_KS
+from .report import long_text_notes, markdown_path
 
 DIRECTIONS = (("image_to_text", "I2T"), ("text_to_image", "T2I"))
 ACCURACY_LABELS = {"top1": "Top-1", "top5": "Top-5"}

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 from ..common.files import atomic_write
-
-RETRIEVAL_KS = ("R@1", "R@5", "R@10")
-ACCURACY_KS = ("top1", "top5")
+from ..common.result_tables import accuracy_cells, markdown_row, retrieval_cells
 
 
 def base_result(task: str, model, model_name: str | None, dataset, settings: dict) -> dict:
@@ -31,10 +29,6 @@ def base_result(task: str, model, model_name: str | None, dataset, settings: dic
     }
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
 def _count(value) -> str:
     return f"{value:,}" if isinstance(value, int) else "-"
 
@@ -47,10 +41,9 @@ def _retrieval_row(result: dict) -> str:
         result.get("protocol", "-"),
         _count(counts.get("images")),
         _count(counts.get("texts")),
+        *retrieval_cells(result),
     ]
-    for direction in ("image_to_text", "text_to_image"):
-        cells += [_number(result.get(direction, {}).get(k)) for k in RETRIEVAL_KS]
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+    return markdown_row(cells)
 
 
 def _classification_row(result: dict) -> str:
@@ -64,9 +57,9 @@ def _classification_row(result: dict) -> str:
         result.get("protocol", "-"),
         _count(counts.get("images")),
         _count(counts.get("classes")),
-        *(_number(result.get("accuracy", {}).get(k)) for k in ACCURACY_KS),
+        *accuracy_cells(result),
     ]
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+    return markdown_row(cells)
 
 
 def long_text_notes(results: list[dict]) -> list[str]:

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from ..common.files import atomic_write
+from ..common.result_tables import accuracy_cells, markdown_row, retrieval_cells
 
 RESULTS_FILE = "longclip_eval_results.json"  # the measured results behind the card's table, kept in the folder
 RESULTS_BEGIN = "<!-- longclip-eval results: begin -->"
@@ -141,10 +142,6 @@ def with_metadata(card: str, config) -> str:
 # --- measured results ----------------------------------------------------------------------------------------------
 
 
-def _number(value) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
 def _cells(result: dict) -> list[str]:
     data = Path(str(result.get("data") or "-")).name or "-"
     benchmark = str(result.get("benchmark", "-"))
@@ -156,15 +153,13 @@ def _cells(result: dict) -> list[str]:
 def _retrieval_row(result: dict) -> str:
     counts = result.get("counts", {})
     cells = _cells(result) + [str(counts.get("images", "-")), str(counts.get("texts", "-"))]
-    for direction in ("image_to_text", "text_to_image"):
-        cells += [_number(result.get(direction, {}).get(k)) for k in ("R@1", "R@5", "R@10")]
-    return "| " + " | ".join(cells) + " |"
+    return markdown_row(cells + retrieval_cells(result))
 
 
 def _classification_row(result: dict) -> str:
-    counts, accuracy = result.get("counts", {}), result.get("accuracy", {})
+    counts = result.get("counts", {})
     cells = _cells(result) + [str(counts.get("images", "-")), str(counts.get("classes", "-"))]
-    return "| " + " | ".join(cells + [_number(accuracy.get("top1")), _number(accuracy.get("top5"))]) + " |"
+    return markdown_row(cells + accuracy_cells(result))
 
 
 def results_section(results: list[dict]) -> str:
